@@ -1,0 +1,5 @@
+"""``python -m closedloop`` runs the CLI."""
+
+from closedloop.cli.main import main
+
+main()

@@ -1,0 +1,172 @@
+"""Project commands: ``init``, ``train``, ``db`` and ``demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from closedloop.cli.output import command_runner, dump_json, json_option, say, workspace
+from closedloop.errors import ConfigError
+
+PROJECT_TOML = """\
+# closedloop project file. Every setting can also be set as CLOSEDLOOP_<SECTION>_<NAME>.
+
+[store]
+metadata_url = "sqlite:///.closedloop/metadata.db"   # or postgresql://user@host:5432/db
+artifacts_url = ".closedloop/artifacts"              # or s3://bucket/prefix
+
+[pipeline]
+model = "{model}"
+loader = "pipeline:load_data"      # module:function returning a DataFrame with the target
+trainer = "pipeline:train"         # module:function (X, y) -> fitted model
+target = "default"
+metric = "roc_auc"
+gate_margin = 0.0                  # the candidate must beat production by more than this
+holdout_fraction = 0.2
+seed = 0
+
+[server]
+host = "127.0.0.1"
+port = 8080
+
+[monitor]
+alpha = 0.05
+correction = "bonferroni"
+window_rows = 5000
+"""
+
+PIPELINE_PY = '''\
+"""Your training pipeline. closedloop calls these two functions; they need no closedloop import."""
+
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+CATEGORICAL = ["purpose", "region"]
+
+
+def load_data() -> pd.DataFrame:
+    """Return features and the target column (`default`)."""
+    return pd.read_parquet("data/loans.parquet")
+
+
+def train(X: pd.DataFrame, y: pd.Series):
+    """Fit and return any model with fit/predict (and predict_proba)."""
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)],
+        remainder="passthrough",
+    )
+    model = make_pipeline(encode, HistGradientBoostingClassifier(max_iter=150, random_state=0))
+    return model.fit(X, y)
+'''
+
+
+@click.command("init")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--model", default="loans", show_default=True, help="Name of the model.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@command_runner
+def init_cmd(folder: Path, model: str, force: bool) -> None:
+    """Write closedloop.toml, an example pipeline.py and sample data into FOLDER."""
+    from closedloop.domain.simulate import LoanSimulator
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        folder / "closedloop.toml": PROJECT_TOML.format(model=model),
+        folder / "pipeline.py": PIPELINE_PY,
+    }
+    existing = [str(p) for p in files if p.exists()]
+    if existing and not force:
+        raise ConfigError(
+            f"{', '.join(existing)} already exist(s).", hint="Pass --force to overwrite."
+        )
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+    (folder / "data").mkdir(exist_ok=True)
+    data = LoanSimulator(seed=0).reference(5000).drop(columns=["applied_at"])
+    data.to_parquet(folder / "data" / "loans.parquet", index=False)
+    say(
+        f"wrote {folder / 'closedloop.toml'}, {folder / 'pipeline.py'} and "
+        f"{folder / 'data' / 'loans.parquet'} ({len(data)} rows)"
+    )
+    say("next: closedloop train")
+
+
+@click.command("train")
+@click.option("--reason", default="", help="Why (recorded in the event log).")
+@json_option
+@command_runner
+def train_cmd(reason: str, as_json: bool) -> None:
+    """Run the pipeline: load, split, fit, gate against production, register, promote if better."""
+    from closedloop.services.pipeline import train
+
+    result = train(workspace(), reason=reason)
+    if as_json:
+        dump_json(result.to_dict())
+        return
+    d = result.decision
+    say(
+        f"registered {result.model} v{result.version} (run {result.run_id[:8]}, "
+        f"{result.n_train} training rows, {result.n_holdout} held out)"
+    )
+    say(f"gate {'PASSED' if d.passed else 'REJECTED'}: {d.reason}")
+    say(f"production → v{result.version}" if result.promoted else "production unchanged")
+
+
+@click.group("db")
+def db_group() -> None:
+    """Inspect and upgrade the metadata store's schema."""
+
+
+@db_group.command("upgrade")
+@command_runner
+def db_upgrade_cmd() -> None:
+    """Migrate the metadata store to this release's schema."""
+    from closedloop.storage.metadata.db import MetadataStore
+
+    store = MetadataStore(workspace().settings.metadata_url, check_schema=False)
+    before, after = store.upgrade()
+    say(f"schema {before or 'empty'} → {after} at {store.display_url}")
+
+
+@db_group.command("current")
+@command_runner
+def db_current_cmd() -> None:
+    """Show the schema revision of the store and the one this release expects."""
+    from closedloop.storage.metadata.db import MetadataStore, head_revision
+
+    store = MetadataStore(workspace().settings.metadata_url, check_schema=False)
+    say(
+        f"store {store.display_url}: {store.current_revision() or 'empty'}; "
+        f"expected: {head_revision()}"
+    )
+
+
+@click.command("demo")
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Where the demo project and its store are written.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port for the demo server (default: a free one).",
+)
+@command_runner
+def demo_cmd(folder: Path, port: int) -> None:
+    """Run the whole loop on simulated loan data, narrated, and leave its store in FOLDER."""
+    from closedloop.demo.runner import run_demo
+
+    run_demo(folder.resolve(), port=port)
+
+
+def register(cli: click.Group) -> None:
+    for command in (init_cmd, train_cmd, db_group, demo_cmd):
+        cli.add_command(command)

@@ -1,0 +1,86 @@
+"""``closedloop serve``: the HTTP inference server for every model's production alias."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import click
+
+from closedloop.cli.output import command_runner, say, workspace
+from closedloop.errors import ConfigError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Address to bind (default: server.host, 127.0.0.1).")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Port (default: server.port, 8080)."
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(0.05, 3600),
+    default=None,
+    help="Seconds between registry checks for moved aliases.",
+)
+@click.option(
+    "--insecure-remote",
+    is_flag=True,
+    help="Allow a non-loopback address without authentication (not recommended).",
+)
+@command_runner
+def serve_cmd(
+    host: str | None, port: int | None, poll_interval: float | None, insecure_remote: bool
+) -> None:
+    """Serve every model's production version over HTTP.
+
+    Speaks the Open Inference Protocol v2 (/v2/...) and MLflow's scoring protocol (/invocations).
+    Alias moves (rollback, alias set) are picked up without restart. Every prediction is logged.
+    """
+    import uvicorn
+
+    from closedloop.server import create_app
+    from closedloop.services.serving import RegistryModelHost
+
+    ws = workspace()
+    cfg = ws.settings.server
+    host = host or cfg.host
+    port = cfg.port if port is None else port
+    if not is_loopback(host) and not insecure_remote:
+        raise ConfigError(
+            f"Refusing to bind {host}: serving beyond this machine needs authentication, which "
+            "closedloop does not provide yet.",
+            hint="Bind 127.0.0.1 behind an authenticating proxy, or pass --insecure-remote.",
+        )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("closedloop").setLevel(logging.INFO)
+    model_host = RegistryModelHost(ws, poll_interval=poll_interval or cfg.poll_interval)
+    model_host.start()
+    log = ws.prediction_log()
+
+    def shutdown() -> None:
+        model_host.stop()
+        log.close()  # everything acknowledged is written before the process exits
+
+    app = create_app(model_host, prediction_log=log, on_shutdown=shutdown)
+    say(
+        f"closedloop serving {', '.join(model_host.names()) or 'no models yet'} "
+        f"on http://{host}:{port}"
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        model_host.stop()
+        log.close()
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve_cmd)

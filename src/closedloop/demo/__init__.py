@@ -1,0 +1,1 @@
+"""The built-in demo: the whole loop on simulated loan data (``closedloop demo``)."""

@@ -1,0 +1,29 @@
+"""The demo's training code: plain scikit-learn, exactly what a user's pipeline.py looks like."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+CATEGORICAL = ["purpose", "region"]
+
+
+def train(X: pd.DataFrame, y: pd.Series) -> Any:
+    """A gradient-boosted classifier with one-hot categories (unknown categories ignored)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)],
+        remainder="passthrough",
+    )
+    model = make_pipeline(encode, HistGradientBoostingClassifier(max_iter=150, random_state=0))
+    return model.fit(X, y)
+
+
+def train_sabotaged(X: pd.DataFrame, y: pd.Series) -> Any:
+    """A deliberately bad model: the same recipe fitted on inverted labels."""
+    return train(X, 1 - y)

@@ -1,0 +1,162 @@
+"""The demo's steps, in order. Each prints what happened and how long it took."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from closedloop.demo.runner import (
+    MODEL,
+    BackgroundLoad,
+    Traffic,
+    _auc,
+    _start_server,
+    _step,
+    _timed,
+    _wait_ready,
+    _wait_version,
+)
+from closedloop.settings import Settings
+
+DRIFT_AT = 20_000
+WINDOW = 5_000
+
+
+def run(folder: Path, settings: Settings, port: int) -> None:
+    from closedloop.demo.pipeline import train_sabotaged
+    from closedloop.domain.simulate import LoanSimulator
+    from closedloop.services import events, monitoring, pipeline, registry
+    from closedloop.services.workspace import Workspace
+
+    ws = Workspace(settings)
+    sim = LoanSimulator(seed=7, drift_at=DRIFT_AT)
+    label = "default"
+
+    _step(1, "Train v1 on historical loans and register it")
+    with _timed("train + gate + register"):
+        history = sim.reference(20_000).drop(columns=["applied_at"])
+        first = pipeline.train(
+            ws, frame=history, source="simulator:history", actor="demo", reason="initial model"
+        )
+    print(f"    v{first.version}: {first.decision.reason}; promoted to production")
+
+    _step(2, f"Serve it: `closedloop serve` on http://127.0.0.1:{port}")
+    base_url = f"http://127.0.0.1:{port}"
+    server = _start_server(folder, port)
+    try:
+        with _timed("server start, model loaded and verified"):
+            _wait_ready(base_url, server)
+        features = registry.load_version(ws, MODEL, first.version).signature.names()
+        traffic = Traffic(base_url, features)
+
+        _step(3, "Send live traffic from before the drift point")
+        stream = sim.stream(2 * DRIFT_AT, start=0)
+        calm = stream.iloc[DRIFT_AT - WINDOW : DRIFT_AT]
+        with _timed(f"{len(calm)} rows in {len(calm) // 100} requests"):
+            _, scores = traffic.send(calm)
+        print(
+            f"    v1 ROC AUC on this traffic (labels arrive later): {_auc(calm[label], scores):.3f}"
+        )
+        time.sleep(0.6)  # the server flushes its prediction log every 0.2 s here
+        with _timed("monitor check"):
+            check = monitoring.monitor(ws, MODEL, window_rows=WINDOW, actor="demo")
+        print(
+            f"    drift: {'YES' if check.report.drifted else 'no'} "
+            f"({check.report.n_current} logged rows vs {check.report.n_reference} reference rows)"
+        )
+
+        _step(4, f"The world changes at row {DRIFT_AT:,} of the stream")
+        drifted = stream.iloc[DRIFT_AT : DRIFT_AT + WINDOW]
+        with _timed(f"{len(drifted)} rows sent"):
+            _, scores = traffic.send(drifted)
+        print(f"    v1 ROC AUC on post-drift traffic: {_auc(drifted[label], scores):.3f}")
+        time.sleep(0.6)
+        with _timed("monitor check"):
+            check = monitoring.monitor(ws, MODEL, window_rows=WINDOW, actor="demo")
+        flagged = [c.column for c in check.report.columns if c.drifted]
+        print(
+            f"    drift: {'YES' if check.report.drifted else 'no'}; flagged columns: "
+            f"{', '.join(flagged) or 'none'} (the simulator changed: "
+            f"{', '.join(sim.drifted_columns)})"
+        )
+
+        _step(5, "Retrain on recent labelled traffic; gate v2 against v1 on the same held-out rows")
+        recent = stream.iloc[DRIFT_AT + WINDOW : DRIFT_AT + 4 * WINDOW].drop(columns=["applied_at"])
+        with _timed("train + gate + register"):
+            second = pipeline.train(
+                ws,
+                frame=recent,
+                source="simulator:recent-traffic",
+                actor="demo",
+                reason=f"drift detected by check {check.id}",
+            )
+        print(
+            f"    v{second.version}: gate {'PASSED' if second.decision.passed else 'REJECTED'}"
+            f" — {second.decision.reason}"
+        )
+        with _timed("server picked up the new production version (no restart)"):
+            _wait_version(traffic, drifted, second.version)
+        fresh = stream.iloc[DRIFT_AT + 4 * WINDOW : DRIFT_AT + 5 * WINDOW]
+        _, scores = traffic.send(fresh)
+        print(f"    v{second.version} ROC AUC on new traffic: {_auc(fresh[label], scores):.3f}")
+
+        _step(6, "A bad version is forced into production")
+        with _timed("register v3 and move production by hand"):
+            X = recent.drop(columns=[label])
+            bad = registry.register_version(
+                ws,
+                MODEL,
+                train_sabotaged(X, recent[label]),
+                X,
+                actor="demo",
+                reason="a hurried hotfix",
+            )
+            registry.set_alias(
+                ws,
+                MODEL,
+                registry.PRODUCTION,
+                bad.number,
+                actor="demo",
+                reason="forced deploy without the gate",
+            )
+            _wait_version(traffic, fresh, bad.number)
+        _, scores = traffic.send(fresh)
+        print(
+            f"    v{bad.number} ROC AUC on labelled traffic: {_auc(fresh[label], scores):.3f}"
+            " — quality collapsed"
+        )
+
+        _step(7, "Roll back while traffic keeps flowing")
+        with BackgroundLoad(traffic, fresh) as load:
+            time.sleep(0.5)
+            failures_before = traffic.failures
+            issued = time.perf_counter()
+            before, after = registry.rollback(
+                ws, MODEL, actor="demo", reason=f"v{bad.number} quality collapsed"
+            )
+            _wait_version(traffic, fresh, after)
+            took = time.perf_counter() - issued
+            time.sleep(0.5)
+        print(
+            f"    production v{before} → v{after} (last known-good); every response came from "
+            f"v{after} after {took:.2f} s"
+        )
+        print(
+            f"    requests during the rollback: {len(load.timeline)}, failed: "
+            f"{traffic.failures - failures_before}"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    _step(8, "Final state and history")
+    for v in registry.list_versions(ws, MODEL):
+        gate = v.lineage.get("gate", {})
+        print(
+            f"    v{v.number}: roc_auc={v.metrics.get('roc_auc', float('nan')):.3f} "
+            f"gate={'passed' if gate.get('passed') else ('rejected' if gate else 'skipped')} "
+            f"aliases={','.join(v.aliases) or '-'}"
+        )
+    for e in events.list_events(ws, model=MODEL):
+        print(f"    {e.ts:%H:%M:%S} {e.kind:<19} v{e.version or '-':<3} {e.actor:<6} {e.reason}")
+    print(f"    requests: {traffic.requests}, failed: {traffic.failures}")

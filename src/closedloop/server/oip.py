@@ -1,0 +1,154 @@
+"""Open Inference Protocol v2 (KServe / Triton "predict protocol v2") REST routes.
+
+Tabular convention: one input tensor per column (name = column, shape ``[n]`` or ``[n, 1]``), or a
+single ``[n, k]`` tensor whose ``k`` columns follow the signature order. Outputs are ``predict``
+(the model's labels or values) and, for classifiers with ``predict_proba``, ``predict_proba`` (the
+probability of the positive/last class).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from closedloop.errors import InvalidInputError
+from closedloop.server import payloads
+from closedloop.server.payloads import OrjsonResponse
+
+if TYPE_CHECKING:
+    from closedloop.domain.model import LoadedVersion
+    from closedloop.server.app import ServerContext
+
+OUTPUTS = ("predict", "predict_proba")
+
+
+def parse_version(version: str) -> int:
+    """A path's version segment as an int; 400 when it is not one."""
+    try:
+        return int(version)
+    except ValueError:
+        raise InvalidInputError(
+            f"version must be an integer, got {version!r}", details={"got": version}
+        ) from None
+
+
+def _has_scores(loaded: LoadedVersion) -> bool:
+    return callable(getattr(loaded.estimator, "predict_proba", None))
+
+
+def model_metadata(loaded: LoadedVersion) -> dict[str, Any]:
+    """The OIP model metadata response for a loaded version."""
+    classes = getattr(loaded.estimator, "classes_", None)
+    label_type = payloads.oip_datatype(np.asarray(classes)) if classes is not None else "FP64"
+    outputs = [{"name": "predict", "datatype": label_type, "shape": [-1]}]
+    if _has_scores(loaded):
+        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1]})
+    platform = type(loaded.estimator).__module__.split(".")[0] or "python"
+    return {
+        "name": loaded.model,
+        "versions": [str(loaded.version)],
+        "platform": platform,
+        "inputs": payloads.signature_tensors(loaded.signature),
+        "outputs": outputs,
+    }
+
+
+def _requested_outputs(doc: dict[str, Any], loaded: LoadedVersion) -> list[str]:
+    """Output names the request asks for (all available ones when it names none)."""
+    available = [name for name in OUTPUTS if name != "predict_proba" or _has_scores(loaded)]
+    raw = doc.get("outputs")
+    if raw is None:
+        return available
+    if not isinstance(raw, list) or not all(isinstance(o, dict) for o in raw):
+        raise InvalidInputError("'outputs' must be an array of objects like {'name': 'predict'}")
+    wanted = [o.get("name") for o in raw]
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        raise InvalidInputError(
+            f"unknown output(s) {unknown}; this model provides {available}",
+            details={"expected": available, "got": unknown},
+        )
+    return [name for name in available if name in wanted] if wanted else available
+
+
+def router(ctx: ServerContext, server_version: str) -> APIRouter:
+    """The ``/v2`` routes bound to a server context."""
+    api = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
+
+    @api.get("")
+    async def server_metadata() -> Response:
+        return OrjsonResponse({"name": ctx.name, "version": server_version, "extensions": []})
+
+    @api.get("/health/live")
+    async def live() -> Response:
+        return OrjsonResponse({"live": True})
+
+    @api.get("/health/ready")
+    async def ready() -> Response:
+        is_ready = ctx.host.ready()
+        return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    @api.get("/models/{name}")
+    async def metadata(name: str, request: Request) -> Response:
+        return OrjsonResponse(model_metadata(ctx.resolve(request, name)))
+
+    @api.get("/models/{name}/versions/{version}")
+    async def version_metadata(name: str, version: str, request: Request) -> Response:
+        loaded = ctx.resolve(request, name, parse_version(version))
+        return OrjsonResponse(model_metadata(loaded))
+
+    @api.get("/models/{name}/ready")
+    async def model_ready(name: str, request: Request) -> Response:
+        loaded = ctx.resolve(request, name)
+        return OrjsonResponse({"name": loaded.model, "ready": True})
+
+    @api.get("/models/{name}/versions/{version}/ready")
+    async def version_ready(name: str, version: str, request: Request) -> Response:
+        loaded = ctx.resolve(request, name, parse_version(version))
+        return OrjsonResponse({"name": loaded.model, "version": str(loaded.version), "ready": True})
+
+    @api.post("/models/{name}/infer")
+    async def infer(name: str, request: Request) -> Response:
+        return await _infer(request, ctx.resolve(request, name))
+
+    @api.post("/models/{name}/versions/{version}/infer")
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        return await _infer(request, ctx.resolve(request, name, parse_version(version)))
+
+    async def _infer(request: Request, loaded: LoadedVersion) -> Response:
+        doc = payloads.require_object(
+            payloads.parse_json(await request.body()), "with an 'inputs' array of tensors"
+        )
+        request_id: str = request.state.request_id
+        answer_id = doc.get("id", request_id)
+        if not isinstance(answer_id, str):
+            raise InvalidInputError(f"'id' must be a string, got {answer_id!r}")
+        wanted = _requested_outputs(doc, loaded)
+        prediction = await ctx.predict(
+            request,
+            loaded,
+            lambda: payloads.oip_columns(payloads.oip_tensors(doc), loaded.signature),
+        )
+        results = {"predict": prediction.labels}
+        if prediction.scores is not None:
+            results["predict_proba"] = prediction.scores
+        outputs = [
+            payloads.output_tensor(name, results[name]) for name in wanted if name in results
+        ]
+        return OrjsonResponse(
+            {
+                "model_name": loaded.model,
+                "model_version": str(loaded.version),
+                "id": answer_id,
+                "parameters": {"request_id": request_id},
+                "outputs": outputs,
+            }
+        )
+
+    return api
+
+
+__all__ = ["model_metadata", "parse_version", "router"]

@@ -1,0 +1,174 @@
+"""Drift checks: two data files, or a model's latest logged traffic against its reference.
+
+A monitor check compares the most recent window of the prediction log for a model's production
+version with the reference sample stored when that version was registered (never recomputed), and
+records the result as a check in the store with an event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from closedloop.errors import ConflictError, InvalidInputError
+from closedloop.services import events, registry
+from closedloop.services.events import as_utc, utcnow
+from closedloop.services.workspace import Workspace, default_actor
+from closedloop.storage.metadata.tables import checks
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from closedloop.domain.drift import DriftReport
+
+
+@dataclass(frozen=True)
+class DriftOptions:
+    alpha: float = 0.05
+    correction: str = "bonferroni"
+    columns: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] | None = None
+
+
+def compare(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOptions) -> DriftReport:
+    from closedloop.domain.drift import compare_frames
+
+    if options.correction not in ("bonferroni", "bh"):
+        raise InvalidInputError(
+            f"correction must be 'bonferroni' or 'bh'. Got {options.correction!r} instead."
+        )
+    return compare_frames(
+        reference,
+        current,
+        columns=list(options.columns) if options.columns else None,
+        categorical=list(options.categorical) if options.categorical else None,
+        alpha=options.alpha,
+        correction="bh" if options.correction == "bh" else "bonferroni",
+    )
+
+
+def drift_files(reference: Path, current: Path, options: DriftOptions) -> DriftReport:
+    """Compare two data files (parquet or csv)."""
+    from closedloop.storage.datafiles import read_table
+
+    columns = list(options.columns) if options.columns else None
+    return compare(
+        read_table(reference, columns=columns), read_table(current, columns=columns), options
+    )
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: int
+    model: str
+    version: int
+    ts: datetime
+    report: DriftReport
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check_id": self.id,
+            "model": self.model,
+            "version": self.version,
+            "ts": self.ts.isoformat(),
+            **self.report.to_dict(),
+        }
+
+
+def current_window(ws: Workspace, model: str, version: int, rows: int) -> pd.DataFrame:
+    """The most recent ``rows`` logged inputs that ``version`` of ``model`` answered."""
+    log = ws.prediction_log()
+    try:
+        return log.read(model, last_rows=rows, version=version)
+    finally:
+        log.close()
+
+
+def monitor(
+    ws: Workspace,
+    model: str,
+    *,
+    version: int | None = None,
+    window_rows: int | None = None,
+    options: DriftOptions | None = None,
+    actor: str | None = None,
+) -> CheckResult:
+    """Check the latest traffic window of ``model`` against its version's reference; record it."""
+    cfg = ws.settings.monitor
+    options = options or DriftOptions(alpha=cfg.alpha, correction=cfg.correction)
+    rows = window_rows or cfg.window_rows
+    if rows < 1:
+        raise InvalidInputError(f"The window must be at least 1 row. Got {rows} instead.")
+    number = version or registry.resolve_alias(ws, model)
+    if number is None:
+        raise ConflictError(
+            f"Model {model!r} has no production version to monitor.",
+            hint="Pass --version N or set the production alias.",
+        )
+    reference = registry.load_reference(ws, model, number)
+    window = current_window(ws, model, number, rows)
+    if len(window) < cfg.min_rows:
+        raise ConflictError(
+            f"Only {len(window)} logged rows for {model!r} version {number}; a check needs at "
+            f"least {cfg.min_rows} (monitor.min_rows).",
+            hint="Send more traffic, or lower monitor.min_rows in closedloop.toml.",
+        )
+    features = [c for c in reference.columns if c in window.columns]
+    report = compare(reference, window[features], options)
+    now = utcnow()
+    with ws.metadata.write() as conn:
+        result = conn.execute(
+            checks.insert().values(
+                model=model,
+                version=number,
+                ts=now,
+                kind="drift",
+                n_reference=report.n_reference,
+                n_current=report.n_current,
+                drifted=report.drifted,
+                result=report.to_dict(),
+            )
+        )
+        key = result.inserted_primary_key
+        assert key is not None
+        check_id = int(key[0])
+        drifted_columns = [c.column for c in report.columns if c.drifted]
+        events.record(
+            conn,
+            "check.recorded",
+            actor=actor or default_actor(),
+            model=model,
+            version=number,
+            payload={
+                "check_id": check_id,
+                "drifted": report.drifted,
+                "drifted_columns": drifted_columns,
+                "n_current": report.n_current,
+            },
+            reason="drift detected" if report.drifted else "no drift",
+            ts=now,
+        )
+    return CheckResult(id=check_id, model=model, version=number, ts=now, report=report)
+
+
+def list_checks(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The most recent checks of a model, newest first."""
+    with ws.metadata.read() as conn:
+        rows = conn.execute(
+            select(checks).where(checks.c.model == model).order_by(checks.c.id.desc()).limit(limit)
+        )
+        return [
+            {
+                "check_id": r.id,
+                "version": r.version,
+                "ts": as_utc(r.ts).isoformat(),
+                "drifted": r.drifted,
+                "n_reference": r.n_reference,
+                "n_current": r.n_current,
+            }
+            for r in rows
+        ]

@@ -1,0 +1,444 @@
+"""The model registry: models, versions, aliases and rollback.
+
+Versions are numbered 1, 2, 3 … per model. A number is allocated inside the write transaction that
+inserts the version, under the model row's lock (``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR
+UPDATE`` on PostgreSQL), so concurrent registrations never collide. Alias moves and their events are
+one transaction. A rollback is an alias move to the last known-good version and nothing else.
+
+*Last known-good* version: the most recent version, other than the current production one, that was
+in production before and was never rolled back from.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from closedloop.errors import ConflictError, InvalidInputError, ModelLoadError, NotFoundError
+from closedloop.services import events
+from closedloop.services.events import as_utc, utcnow
+from closedloop.services.workspace import Workspace, default_actor
+from closedloop.storage.metadata.tables import aliases, models, versions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from closedloop.domain.model import LoadedVersion
+    from closedloop.domain.signature import Signature
+
+PRODUCTION = "production"
+REFERENCE_SAMPLE_ROWS = 100_000
+ALIAS_KINDS = ("alias.set", "alias.rollback", "alias.deleted")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered version as stored (without its artifact)."""
+
+    model: str
+    number: int
+    created_at: datetime
+    artifact_sha256: str
+    artifact_format: str
+    signature: dict[str, Any]
+    metrics: dict[str, Any]
+    params: dict[str, Any]
+    lineage: dict[str, Any]
+    profile_sha256: str | None
+    reference_sha256: str | None
+    run_id: str | None
+    description: str
+    aliases: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["created_at"] = self.created_at.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    description: str
+    created_at: datetime
+    latest_version: int | None
+    aliases: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["created_at"] = self.created_at.isoformat()
+        return out
+
+
+def _check_name(kind: str, name: str) -> None:
+    ok = name and len(name) <= 200 and all(c.isalnum() or c in "-_." for c in name)
+    if not ok:
+        raise InvalidInputError(
+            f"The {kind} name must be 1-200 letters, digits, '-', '_' or '.'. Got {name!r} instead."
+        )
+
+
+def _model_id(conn: Connection, name: str, *, lock: bool = False) -> int:
+    stmt = select(models.c.id).where(models.c.name == name)
+    if lock and conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    model_id = conn.execute(stmt).scalar()
+    if model_id is None:
+        raise NotFoundError(
+            f"No model named {name!r}.", hint="List models with `closedloop models`."
+        )
+    return int(model_id)
+
+
+def _ensure_model(conn: Connection, name: str) -> int:
+    try:
+        return _model_id(conn, name, lock=True)
+    except NotFoundError:
+        pass
+    try:
+        with conn.begin_nested():
+            conn.execute(models.insert().values(name=name, description="", created_at=utcnow()))
+    except SAIntegrityError:
+        pass  # another writer created it first
+    return _model_id(conn, name, lock=True)
+
+
+def _serialise_reference(features: pd.DataFrame, seed: int) -> bytes:
+    sample = features
+    if len(features) > REFERENCE_SAMPLE_ROWS:
+        sample = features.sample(n=REFERENCE_SAMPLE_ROWS, random_state=seed)
+    buffer = io.BytesIO()
+    sample.reset_index(drop=True).to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def register_version(
+    ws: Workspace,
+    model: str,
+    estimator: object,
+    features: pd.DataFrame,
+    *,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, Any] | None = None,
+    lineage: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    description: str = "",
+    actor: str | None = None,
+    reason: str = "",
+) -> VersionInfo:
+    """Store the estimator, its signature, reference profile and sample, and number the version.
+
+    ``features`` is the training frame without the target: the signature and the drift reference
+    are computed from it once, here.
+    """
+    import json
+
+    from closedloop.domain.model import ensure_model
+    from closedloop.domain.profiles import profile_frame
+    from closedloop.domain.signature import infer_signature
+
+    _check_name("model", model)
+    ensure_model(estimator)
+    if len(features) == 0:
+        raise InvalidInputError("Cannot register a version trained on an empty frame.")
+    signature = infer_signature(features)
+    blob = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
+    sha = ws.artifacts.put(blob)
+    profile = profile_frame(features).to_dict()
+    profile_sha = ws.artifacts.put(json.dumps(profile, sort_keys=True).encode())
+    reference_sha = ws.artifacts.put(_serialise_reference(features, seed=0))
+    actor = actor or default_actor()
+    with ws.metadata.write() as conn:
+        model_id = _ensure_model(conn, model)
+        latest = conn.execute(
+            select(func.max(versions.c.number)).where(versions.c.model_id == model_id)
+        ).scalar()
+        number = int(latest or 0) + 1
+        now = utcnow()
+        conn.execute(
+            versions.insert().values(
+                model_id=model_id,
+                number=number,
+                created_at=now,
+                artifact_sha256=sha,
+                artifact_format="pickle",
+                signature=signature.to_dict(),
+                metrics=metrics or {},
+                params=params or {},
+                lineage=lineage or {},
+                profile_sha256=profile_sha,
+                reference_sha256=reference_sha,
+                run_id=run_id,
+                description=description,
+            )
+        )
+        events.record(
+            conn,
+            "version.registered",
+            actor=actor,
+            model=model,
+            version=number,
+            payload={"artifact_sha256": sha, "run_id": run_id, "metrics": metrics or {}},
+            reason=reason,
+        )
+    return get_version(ws, model, number)
+
+
+def _version_from_row(model: str, row: Any, alias_names: list[str]) -> VersionInfo:
+    return VersionInfo(
+        model=model,
+        number=row.number,
+        created_at=as_utc(row.created_at),
+        artifact_sha256=row.artifact_sha256,
+        artifact_format=row.artifact_format,
+        signature=dict(row.signature),
+        metrics=dict(row.metrics),
+        params=dict(row.params),
+        lineage=dict(row.lineage),
+        profile_sha256=row.profile_sha256,
+        reference_sha256=row.reference_sha256,
+        run_id=row.run_id,
+        description=row.description or "",
+        aliases=alias_names,
+    )
+
+
+def _aliases_of(conn: Connection, model_id: int) -> dict[str, int]:
+    rows = conn.execute(
+        select(aliases.c.name, aliases.c.version_number).where(aliases.c.model_id == model_id)
+    )
+    return {r.name: r.version_number for r in rows}
+
+
+def list_models(ws: Workspace) -> list[ModelInfo]:
+    with ws.metadata.read() as conn:
+        latest = (
+            select(versions.c.model_id, func.max(versions.c.number).label("latest"))
+            .group_by(versions.c.model_id)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(models, latest.c.latest)
+            .select_from(models.outerjoin(latest, latest.c.model_id == models.c.id))
+            .order_by(models.c.name)
+        ).all()
+        return [
+            ModelInfo(
+                name=r.name,
+                description=r.description or "",
+                created_at=as_utc(r.created_at),
+                latest_version=r.latest,
+                aliases=_aliases_of(conn, r.id),
+            )
+            for r in rows
+        ]
+
+
+def list_versions(ws: Workspace, model: str) -> list[VersionInfo]:
+    with ws.metadata.read() as conn:
+        model_id = _model_id(conn, model)
+        by_version: dict[int, list[str]] = {}
+        for name, number in _aliases_of(conn, model_id).items():
+            by_version.setdefault(number, []).append(name)
+        rows = conn.execute(
+            select(versions).where(versions.c.model_id == model_id).order_by(versions.c.number)
+        )
+        return [_version_from_row(model, r, sorted(by_version.get(r.number, []))) for r in rows]
+
+
+def get_version(ws: Workspace, model: str, number: int) -> VersionInfo:
+    with ws.metadata.read() as conn:
+        return _get_version(conn, model, number)
+
+
+def _get_version(conn: Connection, model: str, number: int) -> VersionInfo:
+    model_id = _model_id(conn, model)
+    row = conn.execute(
+        select(versions).where(versions.c.model_id == model_id, versions.c.number == number)
+    ).first()
+    if row is None:
+        raise NotFoundError(
+            f"Model {model!r} has no version {number}.",
+            hint=f"List versions with `closedloop versions {model}`.",
+        )
+    names = sorted(n for n, v in _aliases_of(conn, model_id).items() if v == number)
+    return _version_from_row(model, row, names)
+
+
+def resolve_alias(ws: Workspace, model: str, alias: str = PRODUCTION) -> int | None:
+    """The version an alias points to, or None when the alias is not set."""
+    with ws.metadata.read() as conn:
+        return _aliases_of(conn, _model_id(conn, model)).get(alias)
+
+
+def production_targets(ws: Workspace) -> dict[str, int]:
+    """Every model's production version (one cheap query; the serving host polls it)."""
+    with ws.metadata.read() as conn:
+        rows = conn.execute(
+            select(models.c.name, aliases.c.version_number)
+            .select_from(aliases.join(models, models.c.id == aliases.c.model_id))
+            .where(aliases.c.name == PRODUCTION)
+        )
+        return {r.name: r.version_number for r in rows}
+
+
+def _move_alias(
+    conn: Connection,
+    model: str,
+    alias: str,
+    number: int,
+    *,
+    kind: str,
+    actor: str,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+) -> int | None:
+    model_id = _model_id(conn, model, lock=True)
+    _get_version(conn, model, number)
+    previous = _aliases_of(conn, model_id).get(alias)
+    now = utcnow()
+    if previous is None:
+        conn.execute(
+            aliases.insert().values(
+                model_id=model_id, name=alias, version_number=number, updated_at=now
+            )
+        )
+    else:
+        conn.execute(
+            aliases.update()
+            .where(aliases.c.model_id == model_id, aliases.c.name == alias)
+            .values(version_number=number, updated_at=now)
+        )
+    payload = {"alias": alias, "from_version": previous, "to_version": number, **(extra or {})}
+    events.record(
+        conn, kind, actor=actor, model=model, version=number, payload=payload, reason=reason, ts=now
+    )
+    return previous
+
+
+def set_alias(
+    ws: Workspace,
+    model: str,
+    alias: str,
+    number: int,
+    *,
+    actor: str | None = None,
+    reason: str = "",
+) -> int | None:
+    """Point ``alias`` at version ``number``; returns the version it pointed to before."""
+    _check_name("alias", alias)
+    with ws.metadata.write() as conn:
+        return _move_alias(
+            conn,
+            model,
+            alias,
+            number,
+            kind="alias.set",
+            actor=actor or default_actor(),
+            reason=reason,
+        )
+
+
+def alias_history(ws: Workspace, model: str, alias: str | None = None) -> list[events.Event]:
+    """Every move of the model's aliases (or of one alias), oldest first."""
+    with ws.metadata.read() as conn:
+        _model_id(conn, model)
+        moves = events.query(conn, model=model, kinds=ALIAS_KINDS)
+    return [e for e in moves if alias is None or e.payload.get("alias") == alias]
+
+
+def alias_at(ws: Workspace, model: str, alias: str, when: datetime) -> int | None:
+    """Which version ``alias`` pointed to at ``when`` (None if it was not set yet)."""
+    target = None
+    for move in alias_history(ws, model, alias):
+        if move.ts > when:
+            break
+        target = move.payload.get("to_version")
+    return target
+
+
+def _last_known_good(moves: list[events.Event], current: int | None) -> int | None:
+    rolled_back_from = {m.payload.get("from_version") for m in moves if m.kind == "alias.rollback"}
+    served = [m.payload["to_version"] for m in moves if m.payload.get("alias") == PRODUCTION]
+    for number in reversed(served):
+        if number != current and number not in rolled_back_from:
+            return int(number)
+    return None
+
+
+def last_known_good(ws: Workspace, model: str) -> int | None:
+    """The version a rollback would restore (None when there is none)."""
+    with ws.metadata.read() as conn:
+        model_id = _model_id(conn, model)
+        current = _aliases_of(conn, model_id).get(PRODUCTION)
+        moves = events.query(conn, model=model, kinds=ALIAS_KINDS)
+    return _last_known_good(moves, current)
+
+
+def rollback(
+    ws: Workspace, model: str, *, actor: str | None = None, reason: str = ""
+) -> tuple[int, int]:
+    """Move production to the last known-good version; returns (from_version, to_version)."""
+    with ws.metadata.write() as conn:
+        model_id = _model_id(conn, model, lock=True)
+        current = _aliases_of(conn, model_id).get(PRODUCTION)
+        if current is None:
+            raise ConflictError(f"Model {model!r} has no production version to roll back.")
+        moves = events.query(conn, model=model, kinds=ALIAS_KINDS)
+        target = _last_known_good(moves, current)
+        if target is None:
+            raise ConflictError(
+                f"Model {model!r} has no known-good version to roll back to "
+                f"(version {current} is the only one that served production).",
+                hint=f"Set production explicitly: `closedloop alias set {model} production N`.",
+            )
+        _move_alias(
+            conn,
+            model,
+            PRODUCTION,
+            target,
+            kind="alias.rollback",
+            actor=actor or default_actor(),
+            reason=reason or "rollback to the last known-good version",
+        )
+    return current, target
+
+
+def load_version(ws: Workspace, model: str, number: int) -> LoadedVersion:
+    """Fetch, verify (sha256) and deserialise a version's model for prediction."""
+    from closedloop.domain.model import LoadedVersion
+    from closedloop.domain.signature import Signature
+
+    info = get_version(ws, model, number)
+    blob = ws.artifacts.get(info.artifact_sha256)  # raises IntegrityError when tampered
+    try:
+        estimator = pickle.loads(blob)  # only from the registry's own verified store
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Version {number} of {model!r} could not be deserialised: {exc}.",
+            hint="The package versions it was trained with may be missing; see its lineage.",
+        ) from exc
+    signature: Signature = Signature.from_dict(info.signature)
+    return LoadedVersion(
+        model=model,
+        version=number,
+        sha256=info.artifact_sha256,
+        signature=signature,
+        estimator=estimator,
+    )
+
+
+def load_reference(ws: Workspace, model: str, number: int) -> pd.DataFrame:
+    """The version's stored sample of its training features (the drift reference)."""
+    import pandas as pd
+
+    info = get_version(ws, model, number)
+    if info.reference_sha256 is None:
+        raise NotFoundError(f"Version {number} of {model!r} has no reference data.")
+    return pd.read_parquet(io.BytesIO(ws.artifacts.get(info.reference_sha256)))

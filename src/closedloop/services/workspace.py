@@ -1,0 +1,68 @@
+"""The workspace: one project's settings and the stores they point to, opened lazily.
+
+Every service takes a workspace. Nothing here is global: two workspaces (two projects, two
+databases) can live in one process and in different threads.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import threading
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from closedloop.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from closedloop.storage.artifacts import ArtifactStore
+    from closedloop.storage.metadata.db import MetadataStore
+    from closedloop.storage.predictions import PredictionLog
+
+
+def default_actor() -> str:
+    """Who is acting when nobody says: ``CLOSEDLOOP_ACTOR``, else ``user:<login name>``."""
+    actor = os.environ.get("CLOSEDLOOP_ACTOR")
+    if actor:
+        return actor
+    try:
+        return f"user:{getpass.getuser()}"
+    except (KeyError, OSError):  # pragma: no cover - no passwd entry
+        return "user:unknown"
+
+
+class Workspace:
+    """A project's settings plus its metadata store, artifact store and prediction log."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, project_dir: str | Path | None = None) -> Workspace:
+        return cls(load_settings(Path(project_dir) if project_dir else None))
+
+    @cached_property
+    def metadata(self) -> MetadataStore:
+        from closedloop.storage.metadata.db import MetadataStore
+
+        with self._lock:
+            return MetadataStore(self.settings.metadata_url)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        from closedloop.storage.artifacts import ArtifactStore
+
+        return ArtifactStore(self.settings.artifacts_url)
+
+    def prediction_log(self, *, flush_interval: float | None = None) -> PredictionLog:
+        """A new prediction-log writer/reader for this project (callers close it)."""
+        from closedloop.storage.predictions import PredictionLog
+
+        interval = self.settings.server.flush_interval if flush_interval is None else flush_interval
+        return PredictionLog(self.settings.predictions_url, flush_interval=interval)
+
+    def close(self) -> None:
+        if "metadata" in self.__dict__:
+            self.metadata.dispose()

@@ -1,0 +1,222 @@
+"""One typed settings tree.
+
+Precedence, highest first: explicit overrides (CLI flags) > ``CLOSEDLOOP_*`` environment variables >
+the project file (``closedloop.toml``) > defaults. Environment variable names derive from the tree:
+``CLOSEDLOOP_<SECTION>_<FIELD>``, e.g. ``CLOSEDLOOP_STORE_METADATA_URL``.
+
+The project folder is the one holding ``closedloop.toml`` (searched upwards from the working
+directory), else the working directory. Relative paths in settings are relative to it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from closedloop.errors import ConfigError
+
+PROJECT_FILE = "closedloop.toml"
+ENV_PREFIX = "CLOSEDLOOP_"
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where metadata and artifacts live."""
+
+    metadata_url: str = "sqlite:///.closedloop/metadata.db"
+    """SQLAlchemy URL: ``sqlite:///path`` (default) or ``postgresql://user@host/db``."""
+    artifacts_url: str = ".closedloop/artifacts"
+    """A local folder or an fsspec URL such as ``s3://bucket/prefix``."""
+    predictions_url: str = ""
+    """Where the prediction log goes; empty means ``<artifacts_url>/predictions``."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The user's training pipeline, named as ``module:function``."""
+
+    model: str = ""
+    loader: str = ""
+    trainer: str = ""
+    target: str = ""
+    metric: str = "roc_auc"
+    gate_margin: float = 0.0
+    holdout_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The inference server."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    poll_interval: float = 0.5
+    """Seconds between checks of the registry for moved aliases."""
+    flush_interval: float = 1.0
+    """Seconds between prediction-log flushes (the most a hard kill can lose)."""
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Drift checks."""
+
+    alpha: float = 0.05
+    correction: str = "bonferroni"
+    window_rows: int = 5000
+    min_rows: int = 200
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole tree."""
+
+    project_dir: Path = field(default_factory=Path.cwd)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+
+    def resolve_path(self, value: str) -> str:
+        """Make a relative local path absolute against the project folder; leave URLs alone."""
+        if "://" in value or Path(value).is_absolute():
+            return value
+        return str(self.project_dir / value)
+
+    @property
+    def metadata_url(self) -> str:
+        url = self.store.metadata_url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite://":
+            return prefix + self.resolve_path(url[len(prefix) :])
+        return url
+
+    @property
+    def artifacts_url(self) -> str:
+        return self.resolve_path(self.store.artifacts_url)
+
+    @property
+    def predictions_url(self) -> str:
+        if self.store.predictions_url:
+            return self.resolve_path(self.store.predictions_url)
+        return self.artifacts_url.rstrip("/") + "/predictions"
+
+
+SECTIONS = {
+    "store": StoreSettings,
+    "pipeline": PipelineSettings,
+    "server": ServerSettings,
+    "monitor": MonitorSettings,
+}
+
+
+def find_project_dir(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` holding a project file, else ``start``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+    return here
+
+
+def _coerce(section: str, name: str, kind: Any, value: Any, source: str) -> Any:
+    where = f"{section}.{name} (from {source})"
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is int and not isinstance(value, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str | int | float):
+            return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(
+        f"The setting {where} must be a {kind.__name__}. Got {value!r} instead.",
+        hint=f"Fix it in {PROJECT_FILE} or the environment.",
+    )
+
+
+def _section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(section + '.' + u for u in unknown)} in {source}.",
+            hint=f"Known settings in [{section}]: {', '.join(sorted(known))}.",
+        )
+    return {k: _coerce(section, k, hints[k], v, source) for k, v in values.items()}
+
+
+def read_project_file(path: Path) -> dict[str, dict[str, Any]]:
+    """Parse and validate a project file into per-section dicts."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.", hint="Fix the syntax.") from exc
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror}.") from exc
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"Unknown section(s) [{'], ['.join(unknown)}] in {path}.",
+            hint=f"Known sections: {', '.join(sorted(SECTIONS))}.",
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for name, cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"[{name}] in {path} must be a table. Got {raw!r} instead.")
+        out[name] = _section(name, cls, raw, str(path))
+    return out
+
+
+def _from_env(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, cls in SECTIONS.items():
+        hints = get_type_hints(cls)
+        for f in fields(cls):
+            key = f"{ENV_PREFIX}{name}_{f.name}".upper()
+            if key in env:
+                value = _coerce(name, f.name, hints[f.name], env[key], key)
+                out.setdefault(name, {})[f.name] = value
+    return out
+
+
+def load_settings(
+    project_dir: Path | None = None,
+    *,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings tree from defaults, the project file, the environment and overrides."""
+    folder = find_project_dir(project_dir)
+    layers: list[dict[str, dict[str, Any]]] = []
+    project_file = folder / PROJECT_FILE
+    if project_file.is_file():
+        layers.append(read_project_file(project_file))
+    layers.append(_from_env(dict(os.environ) if env is None else env))
+    if overrides:
+        layers.append(
+            {s: _section(s, SECTIONS[s], v, "command line") for s, v in overrides.items()}
+        )
+    settings = Settings(project_dir=folder)
+    for layer in layers:
+        for name, values in layer.items():
+            if values:
+                section = replace(getattr(settings, name), **values)
+                settings = replace(settings, **{name: section})
+    return settings

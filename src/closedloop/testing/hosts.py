@@ -1,0 +1,83 @@
+"""In-memory model hosts for tests: serve fixed :class:`LoadedVersion` objects without a registry.
+
+:class:`StaticModelHost` implements the server's :class:`~closedloop.services.serving.ModelHost`
+protocol over a dict, so an app can be tested in-process (like httpx's ``MockTransport``)::
+
+    host = StaticModelHost({"churn": loaded_v1})
+    client = TestClient(create_app(host))
+    host.set("churn", loaded_v2)  # the next request is answered by version 2
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+from closedloop.domain.model import LoadedVersion
+from closedloop.errors import NotFoundError
+
+
+class StaticModelHost:
+    """A thread-safe ModelHost over ``{name: LoadedVersion}`` whose versions tests can swap."""
+
+    def __init__(
+        self, models: Mapping[str, LoadedVersion] | None = None, *, ready: bool = True
+    ) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[str, LoadedVersion] = dict(models or {})
+        self._ready = ready
+
+    def set(self, name: str, loaded: LoadedVersion) -> None:
+        """Serve ``loaded`` for ``name`` from the next request on (atomic swap)."""
+        with self._lock:
+            self._models[name] = loaded
+
+    def remove(self, name: str) -> None:
+        """Stop serving ``name``; raises NotFoundError if it is not served."""
+        with self._lock:
+            if name not in self._models:
+                raise self._not_found(name)
+            del self._models[name]
+
+    def set_ready(self, ready: bool) -> None:
+        """Force :meth:`ready` (e.g. to test a not-ready server)."""
+        self._ready = ready
+
+    def get(self, name: str) -> LoadedVersion:
+        """The version that answers for ``name``; NotFoundError naming the served models."""
+        with self._lock:
+            loaded = self._models.get(name)
+        if loaded is None:
+            raise self._not_found(name)
+        return loaded
+
+    def get_version(self, name: str, version: int) -> LoadedVersion:
+        """``name`` at ``version`` if that is the version served, else NotFoundError."""
+        loaded = self.get(name)
+        if loaded.version != version:
+            raise NotFoundError(
+                f"version {version} of model {name!r} is not loaded; "
+                f"version {loaded.version} is served",
+                details={"model": name, "version": version, "served_version": loaded.version},
+            )
+        return loaded
+
+    def names(self) -> list[str]:
+        """Names of the served models, sorted."""
+        with self._lock:
+            return sorted(self._models)
+
+    def ready(self) -> bool:
+        """True unless forced not ready or no model is served."""
+        with self._lock:
+            return self._ready and bool(self._models)
+
+    def _not_found(self, name: str) -> NotFoundError:
+        served = self.names()
+        return NotFoundError(
+            f"model {name!r} is not served; served models: {served or 'none'}",
+            details={"model": name, "served": served},
+        )
+
+
+__all__ = ["StaticModelHost"]

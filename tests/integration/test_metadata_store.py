@@ -1,0 +1,54 @@
+"""The metadata store: created at head on first use, outdated schemas refused with the fix."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from closedloop.errors import ConfigError, SchemaVersionError, StoreError
+from closedloop.storage.metadata.db import MetadataStore, head_revision
+
+
+def test_an_empty_database_is_created_at_the_current_revision(metadata_url: str) -> None:
+    store = MetadataStore(metadata_url)
+    assert store.current_revision() == head_revision()
+    store.dispose()
+
+
+def test_an_outdated_schema_is_refused_with_the_upgrade_command(metadata_url: str) -> None:
+    store = MetadataStore(metadata_url)
+    with store.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    store.dispose()
+    with pytest.raises(SchemaVersionError, match="schema revision '0000'") as caught:
+        MetadataStore(metadata_url)
+    assert caught.value.hint is not None
+    assert "closedloop db upgrade" in caught.value.hint
+
+
+def test_closedloop_tables_without_a_revision_are_not_touched(metadata_url: str) -> None:
+    store = MetadataStore(metadata_url)
+    with store.write() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    store.dispose()
+    with pytest.raises(SchemaVersionError, match="no schema revision"):
+        MetadataStore(metadata_url)
+
+
+def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
+    store = MetadataStore(sqlite_url)
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.dispose()
+
+
+def test_an_unreachable_postgresql_is_a_store_error_naming_the_server() -> None:
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1:1"):
+        MetadataStore("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_an_unsupported_url_names_the_accepted_forms() -> None:
+    with pytest.raises(ConfigError, match="Unsupported metadata URL 'mysql:") as caught:
+        MetadataStore("mysql://root@localhost/db")
+    assert "sqlite:///" in (caught.value.hint or "")
+    assert "postgresql://" in (caught.value.hint or "")

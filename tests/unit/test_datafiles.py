@@ -1,0 +1,108 @@
+"""Specification of closedloop.storage.datafiles.read_table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from closedloop.errors import InvalidInputError, SchemaError
+from closedloop.storage.datafiles import read_table
+
+FRAME = pd.DataFrame({"a": [1, 2, 3], "b": [0.5, 1.5, None], "c": ["x", "y", "z"]})
+
+
+@pytest.mark.parametrize("name", ["data.parquet", "data.pq", "DATA.PARQUET"])
+def test_reads_parquet_files(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    FRAME.to_parquet(path)
+    pd.testing.assert_frame_equal(read_table(path), FRAME)
+
+
+def test_reads_csv_files_from_a_string_path(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    FRAME.to_csv(path, index=False)
+    pd.testing.assert_frame_equal(read_table(str(path)), FRAME)
+
+
+@pytest.mark.parametrize("name", ["data.parquet", "data.csv"])
+def test_columns_selects_and_orders_columns(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    FRAME.to_parquet(path) if name.endswith("parquet") else FRAME.to_csv(path, index=False)
+    frame = read_table(path, columns=["c", "a"])
+    assert list(frame.columns) == ["c", "a"]
+    assert frame["a"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["data.parquet", "data.csv"])
+def test_requested_columns_that_are_absent_raise_schema_error_naming_them(
+    tmp_path: Path, name: str
+) -> None:
+    path = tmp_path / name
+    FRAME.to_parquet(path) if name.endswith("parquet") else FRAME.to_csv(path, index=False)
+    with pytest.raises(SchemaError, match="'nope'") as info:
+        read_table(path, columns=["a", "nope"])
+    assert str(path) in info.value.message
+
+
+def test_missing_file_raises_invalid_input_naming_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "absent.csv"
+    with pytest.raises(InvalidInputError, match="does not exist") as info:
+        read_table(path)
+    assert str(path) in info.value.message
+
+
+def test_a_directory_is_not_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "dir.parquet"
+    path.mkdir()
+    with pytest.raises(InvalidInputError, match="directory"):
+        read_table(path)
+
+
+def test_unknown_extension_lists_the_accepted_ones(tmp_path: Path) -> None:
+    path = tmp_path / "data.xlsx"
+    path.write_text("a\n1\n")
+    with pytest.raises(InvalidInputError) as info:
+        read_table(path)
+    message = info.value.message
+    assert "'.xlsx'" in message
+    assert all(ext in message for ext in (".parquet", ".pq", ".csv"))
+
+
+@pytest.mark.parametrize("name", ["empty.parquet", "empty.csv"])
+def test_an_empty_file_raises_invalid_input(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(b"")
+    with pytest.raises(InvalidInputError, match="empty"):
+        read_table(path)
+
+
+def test_a_blank_csv_raises_invalid_input(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_text("\n\n")
+    with pytest.raises(InvalidInputError, match="no header or data"):
+        read_table(path)
+
+
+def test_a_corrupt_parquet_file_raises_invalid_input(tmp_path: Path) -> None:
+    path = tmp_path / "bad.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with pytest.raises(InvalidInputError, match="not a readable Parquet file"):
+        read_table(path)
+    with pytest.raises(InvalidInputError, match="not a readable Parquet file"):
+        read_table(path, columns=["a"])
+
+
+def test_an_undecodable_csv_raises_invalid_input(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"a,b\n\xff\xfe\xfa,1\n")
+    with pytest.raises(InvalidInputError, match="not a readable CSV file"):
+        read_table(path)
+
+
+def test_a_malformed_csv_raises_invalid_input(tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text('a,b\n1,2\n3,4,5,6\n"unterminated\n')
+    with pytest.raises(InvalidInputError, match="not a readable CSV file"):
+        read_table(path)

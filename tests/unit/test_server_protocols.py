@@ -1,0 +1,517 @@
+"""The inference server speaks the Open Inference Protocol v2 and the MLflow scoring protocol."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from closedloop.domain.model import LoadedVersion
+from closedloop.domain.signature import infer_signature
+from closedloop.server import create_app
+from closedloop.testing.hosts import StaticModelHost
+
+COLUMNS = ["income", "age", "member", "plan"]
+
+
+def training_frame(n: int = 200, seed: int = 7) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "income": rng.normal(50.0, 10.0, n),
+            "age": rng.integers(18, 80, n),
+            "member": rng.random(n) < 0.5,
+            "plan": rng.choice(["basic", "plus", "pro"], n),
+        }
+    )
+    logit = 0.1 * (frame["income"] - 50) + 0.05 * (frame["age"] - 50) + frame["member"] * 1.0
+    label = (logit + rng.normal(0, 1, n) > 0.5).astype(int).to_numpy()
+    price = (2 * frame["income"] + frame["age"]).to_numpy()
+    return frame, label, price
+
+
+def pipeline(estimator: Any) -> Pipeline:
+    columns = ColumnTransformer(
+        [
+            ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+            ("numbers", StandardScaler(), ["income", "age", "member"]),
+        ]
+    )
+    return Pipeline([("columns", columns), ("model", estimator)])
+
+
+@dataclass
+class Models:
+    frame: pd.DataFrame
+    churn: LoadedVersion
+    price: LoadedVersion
+
+    def version(self, loaded: LoadedVersion, version: int) -> LoadedVersion:
+        return LoadedVersion(
+            loaded.model, version, loaded.sha256, loaded.signature, loaded.estimator
+        )
+
+
+@pytest.fixture(scope="module")
+def models() -> Models:
+    frame, label, price = training_frame()
+    signature = infer_signature(frame)
+    churn = pipeline(LogisticRegression(max_iter=1000)).fit(frame, label)
+    regressor = pipeline(LinearRegression()).fit(frame, price)
+    return Models(
+        frame=frame,
+        churn=LoadedVersion("churn", 3, "0" * 64, signature, churn),
+        price=LoadedVersion("price", 1, "1" * 64, signature, regressor),
+    )
+
+
+@dataclass
+class RecordingSink:
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def append(
+        self,
+        model: str,
+        version: int,
+        request_ids: Sequence[str] | str,
+        inputs: pd.DataFrame,
+        labels: np.ndarray,
+        scores: np.ndarray | None,
+    ) -> None:
+        self.calls.append(
+            {
+                "model": model,
+                "version": version,
+                "request_ids": request_ids,
+                "inputs": inputs,
+                "labels": labels,
+                "scores": scores,
+            }
+        )
+
+
+@pytest.fixture
+def host(models: Models) -> StaticModelHost:
+    return StaticModelHost({"churn": models.churn})
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+class InProcessClient:
+    """A synchronous in-process client over httpx's ASGITransport (no network, no threads)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                return await c.request(method, url, **kwargs)
+
+        return asyncio.run(send())
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+
+@pytest.fixture
+def client(host: StaticModelHost, sink: RecordingSink) -> InProcessClient:
+    return InProcessClient(create_app(host, prediction_log=sink))
+
+
+REQUEST = pd.DataFrame(
+    {
+        "income": [41.5, 63.0, 50.25],
+        "age": [25, 61, 40],
+        "member": [True, False, True],
+        "plan": ["basic", "pro", "plus"],
+    }
+)
+
+
+def records() -> list[dict[str, Any]]:
+    return [
+        {str(k): (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        for row in REQUEST.to_dict(orient="records")
+    ]
+
+
+def rows() -> list[list[Any]]:
+    return [list(r.values()) for r in records()]
+
+
+def columnar() -> dict[str, list[Any]]:
+    return {c: [r[c] for r in records()] for c in COLUMNS}
+
+
+def expected(models: Models) -> list[Any]:
+    return list(models.churn.estimator.predict(REQUEST[COLUMNS]).tolist())
+
+
+def post_json(
+    client: InProcessClient, url: str, body: object, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    return client.post(url, content=orjson.dumps(body), headers=headers)
+
+
+# --- MLflow scoring protocol ------------------------------------------------------------------
+
+MLFLOW_BODIES: dict[str, Callable[[], dict[str, Any]]] = {
+    "dataframe_split": lambda: {"dataframe_split": {"columns": COLUMNS, "data": rows()}},
+    "dataframe_split with index": lambda: {
+        "dataframe_split": {"index": [0, 1, 2], "columns": COLUMNS, "data": rows()}
+    },
+    "dataframe_records": lambda: {"dataframe_records": records()},
+    "instances records": lambda: {"instances": records()},
+    "instances rows": lambda: {"instances": rows()},
+    "inputs columns": lambda: {"inputs": columnar(), "params": {}},
+    "inputs records": lambda: {"inputs": records()},
+    "inputs rows": lambda: {"inputs": rows()},
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(MLFLOW_BODIES))
+def test_every_mlflow_json_format_gives_the_estimator_predictions(
+    client: InProcessClient, models: Models, fmt: str
+) -> None:
+    response = post_json(client, "/invocations", MLFLOW_BODIES[fmt]())
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected(models)}
+
+
+def test_mlflow_csv_gives_the_estimator_predictions(
+    client: InProcessClient, models: Models
+) -> None:
+    csv = REQUEST.to_csv(index=False).encode()
+    response = client.post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": expected(models)}
+
+
+def test_columns_may_come_in_any_order(client: InProcessClient, models: Models) -> None:
+    body = {"dataframe_split": {"columns": COLUMNS[::-1], "data": [r[::-1] for r in rows()]}}
+    assert post_json(client, "/invocations", body).json()["predictions"] == expected(models)
+
+
+def test_responses_carry_request_id_and_model_version(client: InProcessClient) -> None:
+    response = post_json(
+        client, "/invocations", {"inputs": columnar()}, headers={"X-Request-ID": "abc-123"}
+    )
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert response.headers["X-Model-Name"] == "churn"
+    assert response.headers["X-Model-Version"] == "3"
+    generated = post_json(client, "/invocations", {"inputs": columnar()})
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_a_swapped_version_answers_the_next_request(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    assert (
+        post_json(client, "/invocations", {"inputs": columnar()}).headers["X-Model-Version"] == "3"
+    )
+    host.set("churn", models.version(models.churn, 4))
+    response = post_json(client, "/v2/models/churn/infer", oip_columns())
+    assert response.json()["model_version"] == "4"
+    assert response.headers["X-Model-Version"] == "4"
+
+
+def test_unseen_category_and_out_of_range_values_are_answered(client: InProcessClient) -> None:
+    body = {"dataframe_records": [{"income": 1e9, "age": -5, "member": 1, "plan": "enterprise"}]}
+    response = post_json(client, "/invocations", body)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == 1
+
+
+def test_the_sink_records_model_version_request_id_and_rows(
+    client: InProcessClient, sink: RecordingSink, models: Models
+) -> None:
+    post_json(client, "/invocations", {"inputs": columnar()}, headers={"X-Request-ID": "r-1"})
+    (call,) = sink.calls
+    assert (call["model"], call["version"], call["request_ids"]) == ("churn", 3, "r-1")
+    pd.testing.assert_frame_equal(call["inputs"], REQUEST, check_dtype=False)
+    assert call["labels"].tolist() == expected(models)
+    assert call["scores"].shape == (3,)
+
+
+def bad(body: object, content_type: str = "application/json") -> tuple[bytes, str]:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return raw, content_type
+
+
+def with_row(**changes: Any) -> dict[str, Any]:
+    return {"dataframe_records": [{**records()[0], **changes}]}
+
+
+BAD_MLFLOW = {
+    "missing column": (
+        bad({"inputs": {k: v for k, v in columnar().items() if k != "age"}}),
+        422,
+        "missing column(s) 'age'",
+    ),
+    "unknown column": (bad(with_row(colour="red")), 422, "unknown column(s) 'colour'"),
+    "string in float column": (bad(with_row(income="lots")), 422, "column 'income' expects float"),
+    "fraction in integer column": (bad(with_row(age=30.5)), 422, "column 'age' expects integer"),
+    "number in string column": (bad(with_row(plan=3)), 422, "column 'plan' expects string"),
+    "non-bool in boolean column": (bad(with_row(member="yes")), 422, "column 'member'"),
+    "null in non-nullable column": (bad(with_row(age=None)), 422, "does not accept nulls"),
+    "unequal column lengths": (bad({"inputs": {**columnar(), "age": [1]}}), 422, "unequal"),
+    "row of the wrong width": (
+        bad({"dataframe_split": {"columns": COLUMNS, "data": [[1.0, 2]]}}),
+        422,
+        "row 0 has 2 values",
+    ),
+    "malformed json": (bad(b'{"inputs": ['), 400, "not valid JSON"),
+    "empty body": (bad(b""), 400, "empty"),
+    "top-level array": (bad([1, 2]), 400, "must be a JSON object"),
+    "two format keys": (
+        bad({"inputs": columnar(), "instances": records()}),
+        400,
+        "exactly one of the keys",
+    ),
+    "no format key": (bad({"data": rows()}), 400, "exactly one of the keys"),
+    "records not objects": (bad({"dataframe_records": [1, 2]}), 400, "record 0"),
+    "no rows": (bad({"inputs": {c: [] for c in COLUMNS}}), 400, "no rows"),
+    "unsupported content type": (
+        bad(b"a=1", "application/x-www-form-urlencoded"),
+        400,
+        "Content-Type",
+    ),
+    "csv with a bad number": (
+        bad(b"income,age,member,plan\nabc,1,true,basic\n", "text/csv"),
+        422,
+        "column 'income'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MLFLOW))
+def test_each_bad_mlflow_request_gets_a_4xx_naming_the_problem(
+    client: InProcessClient, case: str
+) -> None:
+    (raw, content_type), status, fragment = BAD_MLFLOW[case]
+    response = client.post("/invocations", content=raw, headers={"Content-Type": content_type})
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error_code"] == "BAD_REQUEST"
+    assert fragment in body["message"]
+    assert body["closedloop_error"]["message"] == body["message"]
+    assert response.headers["X-Request-ID"]
+
+
+def test_wrong_type_errors_carry_machine_readable_details(client: InProcessClient) -> None:
+    response = post_json(client, "/invocations", with_row(income="lots"))
+    details = response.json()["closedloop_error"]["details"]
+    assert details == {"column": "income", "expected": "float", "got": "lots", "row": 0}
+    assert response.headers["X-Model-Version"] == "3"
+
+
+def test_invocations_with_several_models_needs_a_choice(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    host.set("price", models.price)
+    unchosen = post_json(client, "/invocations", {"inputs": columnar()})
+    assert unchosen.status_code == 400
+    assert "churn, price" in unchosen.json()["message"]
+    by_header = post_json(
+        client, "/invocations", {"inputs": columnar()}, headers={"X-Closedloop-Model": "price"}
+    )
+    by_query = post_json(client, "/invocations?model=price", {"inputs": columnar()})
+    by_path = post_json(client, "/models/price/invocations", {"inputs": columnar()})
+    want = pytest.approx(models.price.estimator.predict(REQUEST[COLUMNS]).tolist())
+    for response in (by_header, by_query, by_path):
+        assert response.headers["X-Model-Name"] == "price"
+        assert response.json()["predictions"] == want
+
+
+def test_unknown_model_is_404(client: InProcessClient) -> None:
+    response = post_json(client, "/models/nope/invocations", {"inputs": columnar()})
+    assert response.status_code == 404
+    assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert "'nope'" in response.json()["message"]
+
+
+def test_health_and_version(client: InProcessClient, host: StaticModelHost) -> None:
+    assert client.get("/ping").status_code == 200
+    assert client.get("/health").status_code == 200
+    assert client.get("/version").text
+    host.set_ready(False)
+    assert client.get("/ping").status_code == 503
+    assert client.get("/v2/health/ready").status_code == 503
+    assert client.get("/v2/health/live").status_code == 200
+
+
+def test_an_estimator_failure_is_a_json_500(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    class Broken:
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            raise RuntimeError("boom")
+
+    churn = models.churn
+    host.set("churn", LoadedVersion("churn", 9, churn.sha256, churn.signature, Broken()))
+    response = post_json(client, "/invocations", {"inputs": columnar()})
+    assert response.status_code == 500
+    assert response.json()["error_code"] == "INTERNAL_ERROR"
+    assert "boom" in response.json()["message"]
+    assert response.headers["X-Model-Version"] == "9"
+
+
+def test_unknown_route_is_a_json_404(client: InProcessClient) -> None:
+    response = client.get("/nowhere")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+# --- Open Inference Protocol v2 ---------------------------------------------------------------
+
+DATATYPES = {"income": "FP64", "age": "INT64", "member": "BOOL", "plan": "BYTES"}
+
+
+def oip_columns(shape_suffix: Sequence[int] = (), nested: bool = False) -> dict[str, Any]:
+    inputs = []
+    for name, values in columnar().items():
+        data: list[Any] = [[v] for v in values] if nested else values
+        inputs.append(
+            {
+                "name": name,
+                "shape": [len(values), *shape_suffix],
+                "datatype": DATATYPES[name],
+                "data": data,
+            }
+        )
+    return {"inputs": inputs}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [oip_columns(), oip_columns((1,)), oip_columns((1,), nested=True)],
+    ids=["shape [n]", "shape [n,1]", "shape [n,1] nested"],
+)
+def test_oip_per_column_tensors(
+    client: InProcessClient, models: Models, body: dict[str, Any]
+) -> None:
+    response = post_json(client, "/v2/models/churn/infer", body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model_name"] == "churn"
+    assert answer["model_version"] == "3"
+    predict, proba = answer["outputs"]
+    assert predict == {
+        "name": "predict",
+        "shape": [3],
+        "datatype": "INT64",
+        "data": expected(models),
+    }
+    want = models.churn.estimator.predict_proba(REQUEST[COLUMNS])[:, 1]
+    assert proba["name"] == "predict_proba"
+    assert proba["data"] == pytest.approx(want.tolist())
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "nested"])
+def test_oip_single_2d_tensor_in_signature_order(
+    client: InProcessClient, models: Models, nested: bool
+) -> None:
+    data: list[Any] = rows() if nested else [v for row in rows() for v in row]
+    body = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "BYTES", "data": data}]}
+    response = post_json(client, "/v2/models/churn/versions/3/infer", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == expected(models)
+
+
+def test_oip_echoes_the_request_id(client: InProcessClient) -> None:
+    echoed = post_json(client, "/v2/models/churn/infer", {"id": "req-9", **oip_columns()})
+    assert echoed.json()["id"] == "req-9"
+    generated = post_json(client, "/v2/models/churn/infer", oip_columns())
+    answer = generated.json()
+    assert answer["id"] == answer["parameters"]["request_id"]
+    assert answer["id"] == generated.headers["X-Request-ID"]
+
+
+def test_oip_requested_outputs(client: InProcessClient) -> None:
+    body = {**oip_columns(), "outputs": [{"name": "predict_proba"}]}
+    outputs = post_json(client, "/v2/models/churn/infer", body).json()["outputs"]
+    assert [o["name"] for o in outputs] == ["predict_proba"]
+
+
+def test_oip_metadata_and_readiness(client: InProcessClient) -> None:
+    assert client.get("/v2").json()["name"] == "closedloop"
+    assert client.get("/v2/health/ready").status_code == 200
+    meta = client.get("/v2/models/churn").json()
+    assert meta["name"] == "churn"
+    assert meta["versions"] == ["3"]
+    assert meta["platform"] == "sklearn"
+    assert meta["inputs"] == [{"name": n, "datatype": DATATYPES[n], "shape": [-1]} for n in COLUMNS]
+    assert [o["name"] for o in meta["outputs"]] == ["predict", "predict_proba"]
+    assert client.get("/v2/models/churn/ready").json()["ready"] is True
+    assert client.get("/v2/models/churn/versions/3").status_code == 200
+    assert client.get("/v2/models/churn/versions/3/ready").status_code == 200
+    assert client.get("/v2/models/churn/versions/2/ready").status_code == 404
+
+
+def one_tensor(**changes: Any) -> dict[str, Any]:
+    body = oip_columns()
+    body["inputs"][0] = {**body["inputs"][0], **changes}
+    return body
+
+
+BAD_OIP = {
+    "data shorter than shape": (one_tensor(shape=[4]), 422, "holds 4 values but 'data' has 3"),
+    "unknown datatype": (one_tensor(datatype="FLOAT"), 422, "unknown datatype 'FLOAT'"),
+    "wrong type": (one_tensor(data=["a", "b", "c"]), 422, "column 'income' expects float"),
+    "missing column": ({"inputs": oip_columns()["inputs"][1:]}, 422, "missing column(s) 'income'"),
+    "unknown column": (one_tensor(name="salary"), 422, "unknown column(s) 'salary'"),
+    "2-D tensor of wrong width": (
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+        422,
+        "has 3 columns; the model expects 4",
+    ),
+    "no inputs": ({"id": "x"}, 400, "'inputs' must be a non-empty array"),
+    "bad shape": (one_tensor(shape="3"), 422, "'shape' must be an array"),
+    "unknown output": ({**oip_columns(), "outputs": [{"name": "logits"}]}, 400, "'logits'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OIP))
+def test_each_bad_oip_request_gets_a_4xx_in_the_oip_error_shape(
+    client: InProcessClient, case: str
+) -> None:
+    body, status, fragment = BAD_OIP[case]
+    response = post_json(client, "/v2/models/churn/infer", body)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+    assert response.json()["closedloop_error"]["message"] == response.json()["error"]
+
+
+def test_oip_malformed_json_unknown_model_and_version(client: InProcessClient) -> None:
+    malformed = client.post("/v2/models/churn/infer", content=b"{nope")
+    assert malformed.status_code == 400
+    assert "not valid JSON" in malformed.json()["error"]
+    unknown = post_json(client, "/v2/models/nope/infer", oip_columns())
+    assert unknown.status_code == 404
+    assert "'nope'" in unknown.json()["error"]
+    assert "X-Model-Version" not in unknown.headers
+    stale = post_json(client, "/v2/models/churn/versions/2/infer", oip_columns())
+    assert stale.status_code == 404
+    not_a_number = post_json(client, "/v2/models/churn/versions/latest/infer", oip_columns())
+    assert not_a_number.status_code == 400
+    assert "integer" in not_a_number.json()["error"]

@@ -1,0 +1,59 @@
+"""One settings tree: flags > environment > project file > defaults, validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from closedloop.errors import ConfigError
+from closedloop.settings import load_settings
+
+
+def test_defaults_keep_everything_under_the_project_folder(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, env={})
+    assert settings.metadata_url == f"sqlite:///{tmp_path.resolve()}/.closedloop/metadata.db"
+    assert settings.artifacts_url == str(tmp_path.resolve() / ".closedloop/artifacts")
+    assert settings.predictions_url.endswith(".closedloop/artifacts/predictions")
+
+
+def test_precedence_is_overrides_then_environment_then_file(tmp_path: Path) -> None:
+    (tmp_path / "closedloop.toml").write_text('[server]\nport = 9000\nhost = "127.0.0.2"\n')
+    env = {"CLOSEDLOOP_SERVER_PORT": "9100"}
+    assert load_settings(tmp_path, env={}).server.port == 9000
+    assert load_settings(tmp_path, env=env).server.port == 9100
+    flags = {"server": {"port": 9200}}
+    settings = load_settings(tmp_path, env=env, overrides=flags)
+    assert settings.server.port == 9200
+    assert settings.server.host == "127.0.0.2"
+
+
+def test_the_project_folder_is_found_upwards(tmp_path: Path) -> None:
+    (tmp_path / "closedloop.toml").write_text("[pipeline]\nmodel = 'churn'\n")
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    settings = load_settings(nested, env={})
+    assert settings.project_dir == tmp_path.resolve()
+    assert settings.pipeline.model == "churn"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nport = 'eighty'\n", r"server.port .* must be a int. Got 'eighty'"),
+        ("[server]\nprot = 80\n", r"Unknown setting\(s\) server.prot"),
+        ("[servers]\n", r"Unknown section\(s\) \[servers\]"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_project_file_names_the_setting_and_what_was_expected(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    (tmp_path / "closedloop.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(tmp_path, env={})
+
+
+def test_a_bad_environment_variable_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CLOSEDLOOP_MONITOR_ALPHA"):
+        load_settings(tmp_path, env={"CLOSEDLOOP_MONITOR_ALPHA": "high"})

@@ -1,0 +1,183 @@
+"""Signatures are inferred from training features and coerce request columns to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from closedloop.domain.signature import ColumnSpec, Signature, infer_signature
+from closedloop.errors import SchemaError
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "income": [10.5, np.nan, 30.0],
+            "age": [20, 35, 61],
+            "member": [True, False, True],
+            "plan": ["basic", "pro", "basic"],
+            "region": pd.Series(["eu", "us", "eu"], dtype="category"),
+            "visits": pd.array([1, None, 3], dtype="Int64"),
+        }
+    )
+
+
+@pytest.fixture
+def signature(frame: pd.DataFrame) -> Signature:
+    return infer_signature(frame)
+
+
+def good_columns() -> dict[str, Any]:
+    return {
+        "income": [1.0, 2.5],
+        "age": [30, 40],
+        "member": [True, False],
+        "plan": ["basic", "pro"],
+        "region": ["eu", "us"],
+        "visits": [1, 2],
+    }
+
+
+def test_infer_on_mixed_dtypes(signature: Signature) -> None:
+    assert signature.names() == ["income", "age", "member", "plan", "region", "visits"]
+    by_name = {c.name: c for c in signature.columns}
+    assert by_name["income"] == ColumnSpec("income", "float", True, None, 10.5, 30.0)
+    assert by_name["age"] == ColumnSpec("age", "integer", False, None, 20.0, 61.0)
+    assert by_name["member"] == ColumnSpec("member", "boolean", False)
+    assert by_name["plan"] == ColumnSpec("plan", "string", False, ("basic", "pro"))
+    assert by_name["region"] == ColumnSpec("region", "string", False, ("eu", "us"))
+    assert by_name["visits"] == ColumnSpec("visits", "integer", True, None, 1.0, 3.0)
+
+
+def test_many_distinct_strings_record_no_categories() -> None:
+    signature = infer_signature(pd.DataFrame({"id": [f"user-{i}" for i in range(1001)]}))
+    assert signature.columns[0].categories is None
+
+
+def test_unsupported_columns_are_rejected_when_inferring() -> None:
+    with pytest.raises(SchemaError, match="'when' has unsupported dtype"):
+        infer_signature(pd.DataFrame({"when": pd.to_datetime(["2024-01-01"])}))
+    with pytest.raises(SchemaError, match="mixes value types"):
+        infer_signature(pd.DataFrame({"mixed": pd.Series(["a", 1], dtype=object)}))
+    with pytest.raises(SchemaError, match="column names must be strings"):
+        infer_signature(pd.DataFrame({0: [1.0]}))
+
+
+def test_to_dict_from_dict_round_trip_through_json(signature: Signature) -> None:
+    as_json = orjson.dumps(signature.to_dict())
+    assert Signature.from_dict(orjson.loads(as_json)) == signature
+
+
+def test_from_dict_rejects_an_unknown_dtype() -> None:
+    with pytest.raises(SchemaError, match="unknown dtype 'complex'"):
+        Signature.from_dict({"columns": [{"name": "z", "dtype": "complex"}]})
+
+
+def test_frame_follows_signature_order_and_training_dtypes(signature: Signature) -> None:
+    columns = good_columns()
+    reordered = {name: columns[name] for name in reversed(list(columns))}
+    frame = signature.frame_from_columns(reordered)
+    assert list(frame.columns) == signature.names()
+    assert frame["income"].dtype == np.float64
+    assert frame["age"].dtype == np.int64
+    assert frame["member"].dtype == bool
+    assert frame["plan"].tolist() == ["basic", "pro"]
+
+
+def test_lenient_but_lossless_coercions(signature: Signature) -> None:
+    columns = {
+        **good_columns(),
+        "income": [1, 2],  # ints in a float column
+        "age": [30.0, 41.0],  # integral floats in an integer column
+        "member": [1, 0],  # 0/1 in a boolean column
+        "visits": [None, 2],  # null in a nullable column
+    }
+    frame = signature.frame_from_columns(columns)
+    assert frame["income"].tolist() == [1.0, 2.0]
+    assert frame["age"].tolist() == [30, 41]
+    assert frame["age"].dtype == np.int64
+    assert frame["member"].tolist() == [True, False]
+    assert frame["visits"].isna().tolist() == [True, False]
+
+
+def test_numpy_arrays_are_accepted(signature: Signature) -> None:
+    columns = {
+        **good_columns(),
+        "income": np.array([1.0, np.nan]),
+        "age": np.array([3, 4], dtype=np.int32),
+        "member": np.array([True, False]),
+        "plan": np.array(["basic", "pro"]),
+    }
+    frame = signature.frame_from_columns(columns)
+    assert frame["age"].dtype == np.int64
+    assert np.isnan(frame["income"].iloc[1])
+
+
+def test_unseen_categories_and_out_of_range_values_pass_through(signature: Signature) -> None:
+    columns = {**good_columns(), "plan": ["enterprise", "basic"], "income": [1e12, -5.0]}
+    frame = signature.frame_from_columns(columns)
+    assert frame["plan"].tolist() == ["enterprise", "basic"]
+    assert frame["income"].tolist() == [1e12, -5.0]
+
+
+def test_missing_and_unknown_columns_are_named(signature: Signature) -> None:
+    columns = {k: v for k, v in good_columns().items() if k != "age"}
+    columns["colour"] = ["red", "blue"]
+    with pytest.raises(SchemaError) as caught:
+        signature.frame_from_columns(columns)
+    assert "missing column(s) 'age'" in caught.value.message
+    assert "unknown column(s) 'colour'" in caught.value.message
+    assert caught.value.details["expected"] == signature.names()
+
+
+def test_unequal_lengths_are_rejected(signature: Signature) -> None:
+    with pytest.raises(SchemaError, match="unequal lengths") as caught:
+        signature.frame_from_columns({**good_columns(), "age": [1]})
+    assert caught.value.details["lengths"]["age"] == 1
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "expected", "got", "row"),
+    [
+        ("income", [1.0, "abc"], "float", "abc", 1),
+        ("income", [True, 1.0], "float", True, 0),
+        ("age", [1, 1.5], "integer", 1.5, 1),
+        ("age", ["7", 1], "integer", "7", 0),
+        ("plan", ["basic", 3], "string", 3, 1),
+        ("plan", [{"a": 1}, "pro"], "string", "{'a': 1}", 0),
+        ("member", [True, "yes"], "boolean", "yes", 1),
+        ("member", [2, 0], "boolean", 2, 0),
+        ("member", [1.0, 0.0], "boolean", 1.0, 0),
+    ],
+)
+def test_wrong_types_name_column_expected_type_and_first_offender(
+    signature: Signature, column: str, values: list[Any], expected: str, got: Any, row: int
+) -> None:
+    with pytest.raises(SchemaError) as caught:
+        signature.frame_from_columns({**good_columns(), column: values})
+    assert caught.value.details == {"column": column, "expected": expected, "got": got, "row": row}
+    assert f"column {column!r} expects {expected}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [("age", [1, None]), ("plan", [None, "pro"]), ("member", [True, None]), ("age", [1.0, np.nan])],
+)
+def test_nulls_in_non_nullable_columns_are_rejected(
+    signature: Signature, column: str, values: list[Any]
+) -> None:
+    with pytest.raises(SchemaError, match="does not accept nulls") as caught:
+        signature.frame_from_columns({**good_columns(), column: values})
+    assert caught.value.details["column"] == column
+
+
+def test_non_list_and_nested_values_are_rejected(signature: Signature) -> None:
+    with pytest.raises(SchemaError, match="must be a list of values"):
+        signature.frame_from_columns({**good_columns(), "plan": "basic"})
+    with pytest.raises(SchemaError, match="flat list"):
+        signature.frame_from_columns({**good_columns(), "plan": [["a"], ["b"]]})
