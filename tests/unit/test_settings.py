@@ -57,3 +57,18 @@ def test_a_bad_project_file_names_the_setting_and_what_was_expected(
 def test_a_bad_environment_variable_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CLOSEDLOOP_MONITOR_ALPHA"):
         load_settings(tmp_path, env={"CLOSEDLOOP_MONITOR_ALPHA": "high"})
+
+
+def test_every_setting_is_documented_with_its_environment_variable() -> None:
+    from dataclasses import fields
+
+    from closedloop.settings import SECTIONS
+
+    docs = (Path(__file__).parents[2] / "docs" / "settings.md").read_text(encoding="utf-8")
+    missing = [
+        f"{section}.{f.name}"
+        for section, cls in SECTIONS.items()
+        for f in fields(cls)
+        if f"`{f.name}`" not in docs or f"CLOSEDLOOP_{section}_{f.name}".upper() not in docs
+    ]
+    assert missing == []

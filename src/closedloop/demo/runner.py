@@ -29,7 +29,8 @@ BATCH = 100
 
 
 def _step(number: int, title: str) -> None:
-    print(f"\n\033[1m[{number}] {title}\033[0m", flush=True)
+    bold, plain = ("\033[1m", "\033[0m") if sys.stdout.isatty() else ("", "")
+    print(f"\n{bold}[{number}] {title}{plain}", flush=True)
 
 
 @contextmanager

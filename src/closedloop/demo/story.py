@@ -50,12 +50,12 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         traffic = Traffic(base_url, features)
 
         _step(3, "Send live traffic from before the drift point")
-        stream = sim.stream(2 * DRIFT_AT, start=0)
+        stream = sim.stream(DRIFT_AT + 6 * WINDOW, start=0)
         calm = stream.iloc[DRIFT_AT - WINDOW : DRIFT_AT]
         with _timed(f"{len(calm)} rows in {len(calm) // 100} requests"):
             _, scores = traffic.send(calm)
         print(
-            f"    v1 ROC AUC on this traffic (labels arrive later): {_auc(calm[label], scores):.3f}"
+            f"    v1 ROC AUC on this traffic (labels known to the simulator): {_auc(calm[label], scores):.3f}"
         )
         time.sleep(0.6)  # the server flushes its prediction log every 0.2 s here
         with _timed("monitor check"):

@@ -1,0 +1,69 @@
+"""The architecture, enforced: one-way layers, a light `import closedloop`, a pinned public API."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import closedloop
+
+PACKAGE = Path(closedloop.__file__).parent
+
+# What each layer may import from closedloop (besides itself and closedloop.errors).
+ALLOWED = {
+    "domain": set(),
+    "storage": set(),
+    "services": {"domain", "storage", "settings"},
+    "server": {"services", "domain", "storage", "settings"},
+    "cli": {"services", "domain", "storage", "settings", "server", "demo"},
+    "demo": {"services", "domain", "storage", "settings"},
+}
+
+
+def _closedloop_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "closedloop" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_layers_only_import_downwards(layer: str) -> None:
+    offences = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        if "migrations" in path.parts:
+            continue
+        for imported in _closedloop_imports(path) - {layer, "errors", "__version__"}:
+            if imported not in ALLOWED[layer]:
+                offences.append(f"{path.relative_to(PACKAGE)} imports closedloop.{imported}")
+    assert offences == []
+
+
+def test_importing_closedloop_does_not_load_heavy_libraries() -> None:
+    code = (
+        "import sys, closedloop; "
+        "heavy = [m for m in ('sklearn', 'fastapi', 'pandas', 'sqlalchemy', 'scipy', 'pyarrow') "
+        "if m in sys.modules]; print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
+def test_the_public_api_is_exactly_this() -> None:
+    assert sorted(closedloop.__all__) == [
+        "Workspace", "__version__", "check_model", "open", "start_run"]
+    for name in closedloop.__all__:
+        assert getattr(closedloop, name) is not None
