@@ -15,15 +15,55 @@ def test_an_empty_database_is_created_at_the_current_revision(metadata_url: str)
     store.dispose()
 
 
+def _downgrade_to(store: MetadataStore, revision: str) -> None:
+    from alembic import command
+
+    from closedloop.storage.metadata.db import _alembic_config
+
+    with store.write() as conn:
+        command.downgrade(_alembic_config(conn), revision)
+
+
 def test_an_outdated_schema_is_refused_with_the_upgrade_command(metadata_url: str) -> None:
     store = MetadataStore(metadata_url)
-    with store.write() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    _downgrade_to(store, "0001")
     store.dispose()
-    with pytest.raises(SchemaVersionError, match="schema revision '0000'") as caught:
+    with pytest.raises(SchemaVersionError, match="schema revision '0001'") as caught:
         MetadataStore(metadata_url)
     assert caught.value.hint is not None
     assert "closedloop db upgrade" in caught.value.hint
+
+
+def test_db_upgrade_migrates_an_outdated_schema_and_keeps_the_data(metadata_url: str) -> None:
+    store = MetadataStore(metadata_url)
+    with store.write() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO models (name, description, created_at) "
+                "VALUES ('kept', '', CURRENT_TIMESTAMP)"
+            )
+        )
+    _downgrade_to(store, "0001")
+    assert store.upgrade() == ("0001", head_revision())
+    store.dispose()
+    again = MetadataStore(metadata_url)
+    with again.read() as conn:
+        assert conn.execute(text("SELECT name FROM models")).scalar() == "kept"
+    again.dispose()
+
+
+def test_a_revision_this_release_does_not_know_is_refused_without_migrating(
+    metadata_url: str,
+) -> None:
+    store = MetadataStore(metadata_url)
+    with store.write() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(SchemaVersionError, match="does not know") as caught:
+        store.upgrade()
+    assert "Upgrade closedloop" in (caught.value.hint or "")
+    store.dispose()
+    with pytest.raises(SchemaVersionError, match="'9999'"):
+        MetadataStore(metadata_url)
 
 
 def test_closedloop_tables_without_a_revision_are_not_touched(metadata_url: str) -> None:

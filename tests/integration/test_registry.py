@@ -152,3 +152,15 @@ def test_registration_is_an_event(ws: Workspace, frame, model):
         "ci",
         "nightly",
     )
+
+
+def test_an_expected_alias_target_makes_the_move_a_compare_and_set(ws: Workspace, frame, model):
+    X = features(frame)
+    for _ in range(3):
+        registry.register_version(ws, "churn", model, X)
+    registry.set_alias(ws, "churn", "production", 1, expected=None)
+    registry.set_alias(ws, "churn", "production", 2, expected=1)
+    with pytest.raises(ConflictError, match="moved to v2"):
+        registry.set_alias(ws, "churn", "production", 3, expected=1)
+    assert registry.resolve_alias(ws, "churn") == 2
+    assert len(registry.alias_history(ws, "churn")) == 2

@@ -64,6 +64,11 @@ def test_importing_closedloop_does_not_load_heavy_libraries() -> None:
 
 def test_the_public_api_is_exactly_this() -> None:
     assert sorted(closedloop.__all__) == [
-        "Workspace", "__version__", "check_model", "open", "start_run"]
+        "Workspace",
+        "__version__",
+        "check_model",
+        "open",
+        "start_run",
+    ]
     for name in closedloop.__all__:
         assert getattr(closedloop, name) is not None

@@ -55,7 +55,8 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         with _timed(f"{len(calm)} rows in {len(calm) // 100} requests"):
             _, scores = traffic.send(calm)
         print(
-            f"    v1 ROC AUC on this traffic (labels known to the simulator): {_auc(calm[label], scores):.3f}"
+            "    v1 ROC AUC on this traffic (labels known to the simulator): "
+            f"{_auc(calm[label], scores):.3f}"
         )
         time.sleep(0.6)  # the server flushes its prediction log every 0.2 s here
         with _timed("monitor check"):

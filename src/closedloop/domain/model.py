@@ -41,7 +41,8 @@ def ensure_model(model: object) -> None:
 @dataclass(frozen=True)
 class Prediction:
     """What one predict call returns: the model's ``predict`` output and, for classifiers with
-    ``predict_proba``, the probability of the positive (last) class as ``scores``."""
+    ``predict_proba``, the probability of the positive class as ``scores`` (binary classifiers
+    only; a multiclass model's scores are None)."""
 
     labels: np.ndarray
     scores: np.ndarray | None
@@ -64,6 +65,6 @@ class LoadedVersion:
         proba = getattr(self.estimator, "predict_proba", None)
         if callable(proba):
             matrix = proba(frame)
-            if getattr(matrix, "ndim", 0) == 2 and matrix.shape[1] >= 2:
-                scores = matrix[:, -1]
+            if getattr(matrix, "ndim", 0) == 2 and matrix.shape[1] == 2:
+                scores = matrix[:, 1]
         return Prediction(labels=labels, scores=scores)

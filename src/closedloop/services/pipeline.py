@@ -20,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from closedloop.errors import ClosedloopError, ConfigError, InvalidInputError, UserCodeError
+from closedloop.errors import (
+    ClosedloopError,
+    ConfigError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UserCodeError,
+)
 from closedloop.services import registry
 from closedloop.services.tracking import start_run
 from closedloop.services.workspace import Workspace, default_actor
@@ -123,18 +130,22 @@ def evaluate(
     scores = None
     if callable(proba):
         matrix = proba(X)
-        if getattr(matrix, "ndim", 0) == 2 and matrix.shape[1] >= 2:
-            scores = matrix[:, -1]
+        if getattr(matrix, "ndim", 0) == 2:  # binary: the positive column; else the whole matrix
+            scores = matrix[:, 1] if matrix.shape[1] == 2 else matrix
     return float(score(metric, y, y_pred=labels, y_score=scores))
 
 
-def _score_incumbent(
-    ws: Workspace, model: str, X: pd.DataFrame, y: Any, metric: str
-) -> tuple[int | None, float | None, str]:
+def _incumbent_version(ws: Workspace, model: str) -> int | None:
+    """The production version the candidate will be compared with (read before training)."""
     try:
-        number = registry.resolve_alias(ws, model)
-    except ClosedloopError:
-        return None, None, "no model of that name yet"
+        return registry.resolve_alias(ws, model)
+    except NotFoundError:
+        return None
+
+
+def _score_incumbent(
+    ws: Workspace, model: str, number: int | None, X: pd.DataFrame, y: Any, metric: str
+) -> tuple[int | None, float | None, str]:
     if number is None:
         return None, None, "no production version"
     try:
@@ -203,13 +214,16 @@ def train(
             }
         )
         data_hash = run.log_dataset(frame, source=source or "frame", role="training")
+        incumbent_version = _incumbent_version(ws, cfg.model)
         estimator = _call_user(trainer, f"trainer {cfg.trainer}", X_train, y_train)
         candidate = evaluate(estimator, X_hold, y_hold, cfg.metric)
         run.log_metric(cfg.metric, candidate)
         incumbent_version, incumbent, note = _score_incumbent(
-            ws, cfg.model, X_hold, y_hold, cfg.metric
+            ws, cfg.model, incumbent_version, X_hold, y_hold, cfg.metric
         )
         decision = decide(cfg.metric, candidate, incumbent, cfg.gate_margin)
+        if incumbent_version is not None and incumbent is None:
+            decision = _unscorable_incumbent(decision, incumbent_version, note)
         lineage = {
             "dataset": {
                 "sha256": data_hash,
@@ -243,24 +257,48 @@ def train(
             reason=reason or "closedloop train",
         )
         _record_decision(ws, info.number, decision, incumbent_version, note, actor)
-        if decision.passed:
-            registry.set_alias(
-                ws,
-                cfg.model,
-                registry.PRODUCTION,
-                info.number,
-                actor=actor,
-                reason=f"gate passed: {decision.reason}",
-            )
+        promoted = decision.passed and _promote(ws, info.number, incumbent_version, decision, actor)
     return TrainResult(
         model=cfg.model,
         version=info.number,
         run_id=run.id,
         decision=decision,
-        promoted=decision.passed,
+        promoted=promoted,
         n_train=len(train_rows),
         n_holdout=len(holdout),
     )
+
+
+def _unscorable_incumbent(decision: GateDecision, version: int, note: str) -> GateDecision:
+    """Production exists but cannot score the held-out rows: never promote past it silently."""
+    from dataclasses import replace
+
+    return replace(
+        decision,
+        passed=False,
+        reason=f"production v{version} could not be scored on the same held-out rows ({note}); "
+        "the candidate is registered but not promoted — promote it explicitly with "
+        "`closedloop alias set` if that is intended",
+    )
+
+
+def _promote(
+    ws: Workspace, number: int, incumbent: int | None, decision: GateDecision, actor: str
+) -> bool:
+    """Move production to the winner, unless production moved while we were training."""
+    try:
+        registry.set_alias(
+            ws,
+            ws.settings.pipeline.model,
+            registry.PRODUCTION,
+            number,
+            actor=actor,
+            reason=f"gate passed: {decision.reason}",
+            expected=incumbent,
+        )
+    except ConflictError:
+        return False
+    return True
 
 
 def _record_decision(

@@ -15,6 +15,7 @@ import io
 import pickle
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
@@ -330,10 +331,22 @@ def set_alias(
     *,
     actor: str | None = None,
     reason: str = "",
+    expected: int | EllipsisType | None = ...,
 ) -> int | None:
-    """Point ``alias`` at version ``number``; returns the version it pointed to before."""
+    """Point ``alias`` at version ``number``; returns the version it pointed to before.
+
+    With ``expected``, the move happens only if the alias still points there (None: unset);
+    otherwise ConflictError: a compare-and-set for callers that decided on an earlier view.
+    """
     _check_name("alias", alias)
     with ws.metadata.write() as conn:
+        if expected is not ...:
+            current = _aliases_of(conn, _model_id(conn, model, lock=True)).get(alias)
+            if current != expected:
+                raise ConflictError(
+                    f"{model}@{alias} moved to v{current} (expected v{expected}); not moved.",
+                    hint="Look at `closedloop history` and decide again.",
+                )
         return _move_alias(
             conn,
             model,

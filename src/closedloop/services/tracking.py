@@ -114,8 +114,11 @@ class Run:
 
         rows = []
         for key, value in values.items():
-            number = float(value)
-            if not math.isfinite(number):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if isinstance(value, bool) or not math.isfinite(number):
                 raise InvalidInputError(f"Metric {key!r} must be a finite number. Got {value!r}.")
             rows.append(
                 {"run_id": self.id, "key": key, "value": number, "step": int(step), "ts": utcnow()}
@@ -295,7 +298,7 @@ def list_runs(ws: Workspace, *, experiment: str | None = None, limit: int = 50) 
 
 def get_run(ws: Workspace, run_id: str) -> RunInfo:
     with ws.metadata.read() as conn:
-        row = conn.execute(select(runs).where(runs.c.id.startswith(run_id))).all()
+        row = conn.execute(select(runs).where(runs.c.id.startswith(run_id, autoescape=True))).all()
         if len(row) != 1:
             raise NotFoundError(
                 f"No run {'matches' if not row else 'uniquely matches'} {run_id!r}.",

@@ -44,6 +44,21 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> set[str]:
+    """Every schema revision in this release's migration chain."""
+    from alembic.script import ScriptDirectory
+
+    return {s.revision for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
+def _unknown_revision(url: str, revision: str) -> SchemaVersionError:
+    return SchemaVersionError(
+        f"The metadata store at {url} has schema revision {revision!r}, which this closedloop "
+        "does not know: it was written by a newer closedloop, or changed by hand.",
+        hint="Upgrade closedloop (pip install -U closedloop), or restore the database from backup.",
+    )
+
+
 def _normalise_url(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -165,6 +180,8 @@ class MetadataStore:
                         hint="Point closedloop at an empty database.",
                     )
             if before != head_revision():
+                if before is not None and before not in known_revisions():
+                    raise _unknown_revision(self.display_url, before)
                 command.upgrade(_alembic_config(conn), "head")
         return before, head_revision()
 
@@ -177,6 +194,8 @@ class MetadataStore:
         if current is None:
             self.upgrade()
             return
+        if current not in known_revisions():
+            raise _unknown_revision(self.display_url, current)
         raise SchemaVersionError(
             f"The metadata store at {self.display_url} has schema revision {current!r}; "
             f"this closedloop expects {head!r}.",

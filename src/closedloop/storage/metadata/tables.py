@@ -71,7 +71,7 @@ events = Table(
     Column(
         "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     ),
-    Column("ts", DateTime(timezone=True), nullable=False),
+    Column("ts", DateTime(timezone=True), nullable=False, index=True),
     Column("actor", String(200), nullable=False),
     Column("kind", String(64), nullable=False, index=True),
     Column("model", String(200), nullable=True, index=True),

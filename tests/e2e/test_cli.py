@@ -1,0 +1,513 @@
+"""The ``closedloop`` command as a user runs it: real subprocesses, one project folder per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from tests.support import features, fit_model, loans
+
+from closedloop.domain.simulate import LoanSimulator
+from closedloop.storage.metadata.db import head_revision
+from closedloop.storage.predictions import PredictionLog
+
+MODEL = "loans"
+FEATURES = list(LoanSimulator.feature_columns)
+DRIFTED = set(LoanSimulator.drifted_columns)
+COLUMN_KEYS = {"column", "kind", "test", "statistic", "p_value", "drifted"}
+MIN_ROWS = 200  # monitor.min_rows default (the project file written by init does not set it)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any CLOSEDLOOP_* setting that could leak into the project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    env.update(extra)
+    return env
+
+
+def cli(
+    project: Path, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "closedloop", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or _clean_env(),
+        check=False,
+    )
+
+
+def ok(project: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = cli(project, *args, **kwargs)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+def as_json(result: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(result.stdout)
+
+
+def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 2, a one-line ``error:`` on stderr naming every needle, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_closedloop_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process helpers (the prediction log, the registry) must see the project only."""
+    for key in [k for k in os.environ if k.startswith("CLOSEDLOOP_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="module")
+def trained_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project after `init`, `train` (v1, production) and `train` again (v2, a tie: rejected).
+
+    Tests get their own copy (the store's paths are relative to the project folder)."""
+    folder = tmp_path_factory.mktemp("template")
+    ok(folder, "init")
+    ok(folder, "train")
+    second = as_json(ok(folder, "train", "--json"))
+    assert second["version"] == 2 and not second["promoted"], second
+    return folder
+
+
+@pytest.fixture
+def project(trained_template: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "project"
+    shutil.copytree(trained_template, folder)
+    return folder
+
+
+def production_of(project: Path, model: str = MODEL) -> int | None:
+    found = {m["name"]: m for m in as_json(ok(project, "models", "--json"))}
+    number = found[model]["aliases"].get("production")
+    return None if number is None else int(number)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. init, train and the read commands
+# --------------------------------------------------------------------------------------------
+
+
+def test_init_train_then_read_commands_report_what_happened(tmp_path: Path) -> None:
+    init = ok(tmp_path, "init")
+    assert "closedloop.toml" in init.stdout
+    assert (tmp_path / "closedloop.toml").is_file()
+    assert (tmp_path / "pipeline.py").is_file()
+    assert (tmp_path / "data" / "loans.parquet").is_file()
+
+    train = ok(tmp_path, "train")
+    assert "registered loans v1" in train.stdout
+    assert "gate PASSED" in train.stdout
+    assert "production → v1" in train.stdout
+
+    models = as_json(ok(tmp_path, "models", "--json"))
+    assert [m["name"] for m in models] == [MODEL]
+    assert models[0]["latest_version"] == 1
+    assert models[0]["aliases"] == {"production": 1}
+
+    versions = as_json(ok(tmp_path, "versions", MODEL, "--json"))
+    assert [v["number"] for v in versions] == [1]
+    v1 = versions[0]
+    assert v1["aliases"] == ["production"]
+    assert v1["lineage"]["gate"]["passed"] is True
+    assert 0.5 < v1["metrics"]["roc_auc"] <= 1.0
+    assert [c["name"] for c in v1["signature"]["columns"]] == FEATURES
+
+    runs = as_json(ok(tmp_path, "runs", "--json"))
+    assert len(runs) == 1
+    assert runs[0]["status"] == "FINISHED"
+    assert runs[0]["id"] == v1["run_id"]
+    assert runs[0]["metrics"]["roc_auc"] == pytest.approx(v1["metrics"]["roc_auc"])
+
+    history = as_json(ok(tmp_path, "history", MODEL, "--json"))
+    assert len(history) == 1
+    move = history[0]
+    assert move["kind"] == "alias.set"
+    assert move["payload"] == {"alias": "production", "from_version": None, "to_version": 1}
+    assert move["actor"]
+    assert "gate passed" in move["reason"]
+
+
+def test_init_twice_is_a_one_line_error_with_a_hint(tmp_path: Path) -> None:
+    ok(tmp_path, "init")
+    before = (tmp_path / "closedloop.toml").read_text()
+
+    again = cli(tmp_path, "init")
+    assert_clean_error(again, "closedloop.toml", "already exist")
+    assert [line for line in again.stderr.splitlines() if line.startswith("hint:")] == [
+        "hint: Pass --force to overwrite."
+    ]
+    assert (tmp_path / "closedloop.toml").read_text() == before
+
+    debug = cli(tmp_path, "--debug", "init")
+    assert debug.returncode == 2
+    assert "Traceback (most recent call last)" in debug.stderr
+    assert "ConfigError" in debug.stderr
+    assert "error: " in debug.stderr
+
+    ok(tmp_path, "init", "--force")
+
+
+# --------------------------------------------------------------------------------------------
+# 2. alias set and rollback
+# --------------------------------------------------------------------------------------------
+
+
+def test_alias_set_then_rollback_are_recorded_with_actor_and_reason(project: Path) -> None:
+    nothing = cli(project, "rollback", MODEL)
+    assert_clean_error(nothing, "no known-good version")
+    assert production_of(project) == 1
+
+    env = _clean_env(CLOSEDLOOP_ACTOR="e2e-tester")
+    moved = as_json(
+        ok(
+            project,
+            "alias",
+            "set",
+            MODEL,
+            "production",
+            "2",
+            "--reason",
+            "try v2",
+            "--json",
+            env=env,
+        )
+    )
+    assert moved == {"model": MODEL, "alias": "production", "from_version": 1, "to_version": 2}
+    assert production_of(project) == 2
+
+    back = ok(project, "rollback", MODEL, "--reason", "v2 looks wrong", env=env)
+    assert "rolled back from v2 to v1" in back.stdout
+    assert production_of(project) == 1
+
+    history = as_json(ok(project, "history", MODEL, "--json"))
+    moves = [(e["kind"], e["payload"]["from_version"], e["payload"]["to_version"]) for e in history]
+    assert moves == [("alias.set", None, 1), ("alias.set", 1, 2), ("alias.rollback", 2, 1)]
+    assert [(e["actor"], e["reason"]) for e in history[1:]] == [
+        ("e2e-tester", "try v2"),
+        ("e2e-tester", "v2 looks wrong"),
+    ]
+    assert all(e["payload"]["alias"] == "production" for e in history)
+
+
+def test_rollback_of_an_unknown_model_is_an_error(project: Path) -> None:
+    assert_clean_error(cli(project, "rollback", "nosuch"), "nosuch")
+
+
+# --------------------------------------------------------------------------------------------
+# 3. drift between two files
+# --------------------------------------------------------------------------------------------
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+def _pre(seed: int, n: int = 3000) -> pd.DataFrame:
+    return LoanSimulator(seed=seed).reference(n)[FEATURES]
+
+
+def _post(seed: int, n: int = 3000) -> pd.DataFrame:
+    sim = LoanSimulator(seed=seed, drift_at=1000)
+    rows = sim.stream(n, start=sim.drift_at)[FEATURES]
+    return rows.reset_index(drop=True)
+
+
+def _check_contract(report: dict[str, Any], n_reference: int, n_current: int) -> None:
+    assert {"drifted", "n_reference", "n_current", "columns"} <= set(report)
+    assert (report["n_reference"], report["n_current"]) == (n_reference, n_current)
+    assert [c["column"] for c in report["columns"]] == FEATURES
+    for column in report["columns"]:
+        assert set(column) >= COLUMN_KEYS, column
+        assert column["kind"] in ("numeric", "categorical")
+        assert column["test"] == ("ks" if column["kind"] == "numeric" else "chi2")
+        assert isinstance(column["drifted"], bool)
+        assert 0.0 <= column["p_value"] <= 1.0
+    kinds = {c["column"]: c["kind"] for c in report["columns"]}
+    assert {k for k, v in kinds.items() if v == "categorical"} == set(
+        LoanSimulator.categorical_columns
+    )
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_drift_files_same_distribution_exits_0(tmp_path: Path, suffix: str) -> None:
+    ref = _write(_pre(1), tmp_path / f"ref{suffix}")
+    cur = _write(_pre(2, 2500), tmp_path / f"cur{suffix}")
+
+    result = cli(tmp_path, "drift", str(ref), str(cur), "--json")
+    assert result.returncode == 0, result.stderr
+    report = as_json(result)
+    _check_contract(report, 3000, 2500)
+    assert report["drifted"] is False
+    assert not [c["column"] for c in report["columns"] if c["drifted"]]
+
+    human = cli(tmp_path, "drift", str(ref), str(cur))
+    assert human.returncode == 0, human.stderr
+    assert "no drift in 8 columns" in human.stdout
+    assert "DRIFT" not in human.stdout
+
+
+@pytest.mark.parametrize(("ref_suffix", "cur_suffix"), [(".parquet", ".parquet"), (".csv", ".pq")])
+def test_drift_files_after_the_drift_point_exits_1_and_flags_the_changed_columns(
+    tmp_path: Path, ref_suffix: str, cur_suffix: str
+) -> None:
+    ref = _write(_pre(1), tmp_path / f"ref{ref_suffix}")
+    cur = _write(_post(3), tmp_path / f"cur{cur_suffix}")
+
+    result = cli(tmp_path, "drift", str(ref), str(cur), "--json")
+    assert result.returncode == 1, result.stderr
+    report = as_json(result)
+    _check_contract(report, 3000, 3000)
+    assert report["drifted"] is True
+    assert {c["column"] for c in report["columns"] if c["drifted"]} == DRIFTED
+
+    human = cli(tmp_path, "drift", str(ref), str(cur))
+    assert human.returncode == 1, human.stderr
+    verdict = next(line for line in human.stdout.splitlines() if line.startswith("DRIFT in"))
+    assert "3 of 8 columns" in verdict
+    for column in DRIFTED:
+        assert column in verdict
+
+
+def test_drift_file_errors_exit_2_with_a_clear_message(tmp_path: Path) -> None:
+    ref = _write(_pre(1, 500), tmp_path / "ref.parquet")
+    cur = _write(_pre(2, 500), tmp_path / "cur.csv")
+
+    missing = cli(tmp_path, "drift", str(ref), str(tmp_path / "nowhere.parquet"))
+    assert_clean_error(missing, str(tmp_path / "nowhere.parquet"), "does not exist")
+
+    odd = tmp_path / "cur.txt"
+    odd.write_text("income\n1\n")
+    assert_clean_error(cli(tmp_path, "drift", str(ref), str(odd)), "cur.txt", ".txt")
+
+    no_region = _write(_pre(2, 500).drop(columns=["region"]), tmp_path / "no_region.csv")
+    error = assert_clean_error(cli(tmp_path, "drift", str(ref), str(no_region)), "region")
+    assert "current" in error
+    as_json_error = cli(tmp_path, "drift", str(ref), str(no_region), "--json")
+    assert as_json_error.returncode == 2
+    body = as_json(as_json_error)["error"]
+    assert body["code"] == "schema_error"
+    assert body["details"]["missing"] == ["region"]
+
+    alpha = cli(tmp_path, "drift", str(ref), str(cur), "--alpha", "3")
+    assert alpha.returncode == 2
+    assert "Traceback" not in alpha.stderr
+    assert "Invalid value for '--alpha'" in alpha.stderr
+    assert "0<x<1" in alpha.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# 4. monitor a model's logged traffic
+# --------------------------------------------------------------------------------------------
+
+
+def _log_traffic(
+    project: Path, rows: pd.DataFrame, *, model: str = MODEL, version: int = 1
+) -> None:
+    log = PredictionLog(str(project / ".closedloop" / "artifacts" / "predictions"))
+    try:
+        inputs = rows[FEATURES].reset_index(drop=True)
+        log.append(
+            model,
+            version,
+            [f"req-{i}" for i in range(len(inputs))],
+            inputs,
+            np.zeros(len(inputs), dtype=np.int64),
+            np.full(len(inputs), 0.2),
+        )
+    finally:
+        log.close()
+
+
+def _check_events(project: Path) -> list[dict[str, Any]]:
+    events = as_json(ok(project, "history", MODEL, "--all", "--json"))
+    return [e for e in events if e["kind"] == "check.recorded"]
+
+
+def test_monitor_flags_drift_in_logged_traffic_and_records_each_check(project: Path) -> None:
+    sim = LoanSimulator(seed=11, drift_at=4000)
+    _log_traffic(project, sim.stream(1500))
+
+    calm = cli(project, "monitor", MODEL, "--json")
+    assert calm.returncode == 0, calm.stderr
+    first = as_json(calm)
+    assert (first["model"], first["version"]) == (MODEL, 1)
+    assert first["drifted"] is False
+    assert first["n_current"] == 1500
+    assert [c["column"] for c in first["columns"]] == FEATURES
+    assert all(set(c) >= COLUMN_KEYS for c in first["columns"])
+
+    _log_traffic(project, sim.stream(2000, start=sim.drift_at))
+    stormy = cli(project, "monitor", MODEL, "--window", "2000", "--json")
+    assert stormy.returncode == 1, stormy.stderr
+    second = as_json(stormy)
+    assert second["drifted"] is True
+    assert second["n_current"] == 2000
+    assert {c["column"] for c in second["columns"] if c["drifted"]} == DRIFTED
+    assert second["check_id"] != first["check_id"]
+
+    human = cli(project, "monitor", MODEL, "--window", "2000")
+    assert human.returncode == 1, human.stderr
+    assert "DRIFT in 3 of 8 columns" in human.stdout
+    assert "recorded" in human.stdout
+
+    checks = _check_events(project)
+    assert [(e["version"], e["payload"]["drifted"]) for e in checks] == [
+        (1, False),
+        (1, True),
+        (1, True),
+    ]
+    assert [e["payload"]["check_id"] for e in checks[:2]] == [
+        first["check_id"],
+        second["check_id"],
+    ]
+    assert set(checks[1]["payload"]["drifted_columns"]) == DRIFTED
+    assert checks[1]["reason"] == "drift detected"
+
+
+def test_monitor_with_too_few_rows_says_how_many(project: Path) -> None:
+    _log_traffic(project, LoanSimulator(seed=4).stream(57))
+    result = cli(project, "monitor", MODEL, "--json")
+    error = assert_clean_error(result, "57", str(MIN_ROWS))
+    assert "monitor.min_rows" in error
+    assert as_json(result)["error"]["code"] == "conflict"
+    assert _check_events(project) == []
+
+
+def test_monitor_without_production_is_an_error(project: Path) -> None:
+    from closedloop.services import registry
+    from closedloop.services.workspace import Workspace
+
+    ws = Workspace.open(project)
+    try:
+        frame = loans(300)
+        registry.register_version(ws, "other", fit_model(frame), features(frame))
+    finally:
+        ws.close()
+    _log_traffic(project, LoanSimulator(seed=4).stream(300), model="other")
+
+    error = assert_clean_error(cli(project, "monitor", "other"), "other", "no production")
+    assert "'other'" in error
+    assert_clean_error(cli(project, "monitor", "nosuch"), "nosuch")
+
+
+# --------------------------------------------------------------------------------------------
+# 5. the schema revision
+# --------------------------------------------------------------------------------------------
+
+
+def _set_revision(project: Path, revision: str) -> None:
+    with sqlite3.connect(project / ".closedloop" / "metadata.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    conn.close()
+
+
+def test_db_current_and_an_outdated_schema(project: Path) -> None:
+    head = head_revision()
+    current = ok(project, "db", "current")
+    assert f": {head}; expected: {head}" in current.stdout
+
+    _set_revision(project, "0001")  # an older revision of this release's chain
+    assert "0001; expected: " + head in ok(project, "db", "current").stdout
+    for args in (["models"], ["models", "--json"], ["versions", MODEL]):
+        result = cli(project, *args)
+        assert_clean_error(result, "'0001'", head)
+        hints = [line for line in result.stderr.splitlines() if line.startswith("hint:")]
+        assert len(hints) == 1 and "closedloop db upgrade" in hints[0], result.stderr
+
+
+def test_db_upgrade_on_an_unknown_revision_is_a_clean_error(project: Path) -> None:
+    _set_revision(project, "0000")
+    result = cli(project, "db", "upgrade")
+    assert_clean_error(result, "0000", "does not know")
+    assert "Upgrade closedloop" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# 6. help and --json everywhere
+# --------------------------------------------------------------------------------------------
+
+COMMANDS = [
+    [],
+    ["init"],
+    ["train"],
+    ["models"],
+    ["versions"],
+    ["runs"],
+    ["history"],
+    ["alias"],
+    ["alias", "set"],
+    ["rollback"],
+    ["serve"],
+    ["drift"],
+    ["monitor"],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "current"],
+    ["demo"],
+]
+JSON_COMMANDS = [
+    ["train"],
+    ["models"],
+    ["versions"],
+    ["runs"],
+    ["history"],
+    ["alias", "set"],
+    ["rollback"],
+    ["drift"],
+    ["monitor"],
+]
+
+
+def test_every_command_has_help_and_data_commands_take_json(tmp_path: Path) -> None:
+    from closedloop.cli.main import cli as root
+
+    def walk(group: Any, prefix: list[str]) -> Iterator[list[str]]:
+        yield prefix
+        for name, command in getattr(group, "commands", {}).items():
+            yield from walk(command, [*prefix, name])
+
+    assert sorted(map(tuple, walk(root, []))) == sorted(map(tuple, COMMANDS))
+    for command in COMMANDS:
+        result = cli(tmp_path, *command, "--help", timeout=60)
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.startswith("Usage: closedloop"), (command, result.stdout)
+        assert "--json" in result.stdout or command not in JSON_COMMANDS, command
+    assert not (tmp_path / ".closedloop").exists(), "--help must not create a store"
+
+
+# --------------------------------------------------------------------------------------------
+# 7. serve refuses a public address
+# --------------------------------------------------------------------------------------------
+
+
+def test_serve_refuses_a_non_loopback_host_without_insecure_remote(project: Path) -> None:
+    result = cli(project, "serve", "--host", "0.0.0.0", "--port", "0", timeout=30)
+    error = assert_clean_error(result, "0.0.0.0", "authentication")
+    assert "Refusing to bind" in error
+    assert "--insecure-remote" in result.stderr
+    assert result.stdout == ""

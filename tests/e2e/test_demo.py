@@ -1,0 +1,131 @@
+"""`closedloop demo` end to end: the narrated loop, the store it leaves, and a store it must not
+touch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from closedloop.domain.simulate import LoanSimulator
+
+pytestmark = pytest.mark.slow
+
+MODEL = "loans"
+
+
+def cli(folder: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "closedloop", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def ok_json(folder: Path, *args: str) -> Any:
+    result = cli(folder, *args, "--json")
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return json.loads(result.stdout)
+
+
+def line_with(output: str, pattern: str) -> re.Match[str]:
+    """The single narration line matching ``pattern``."""
+    matches = [m for m in (re.search(pattern, line) for line in output.splitlines()) if m]
+    assert len(matches) == 1, (pattern, output)
+    return matches[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """Run the demo once (in a folder of its own, from yet another working directory)."""
+    base = tmp_path_factory.mktemp("demo")
+    folder = base / "demo-project"
+    result = cli(base, "demo", "--folder", str(folder), timeout=300)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return folder, result.stdout
+
+
+def test_demo_narrates_the_whole_loop(demo: tuple[Path, str]) -> None:
+    _, out = demo
+
+    assert line_with(out, r"^\s+drift: no \(")
+    flagged = line_with(out, r"^\s+drift: YES; flagged columns: ([^(]+) \(").group(1)
+    assert {c.strip() for c in flagged.split(",")} == set(LoanSimulator.drifted_columns)
+
+    assert line_with(out, r"^\s+v2: gate PASSED")
+    collapse = line_with(out, r"^\s+v3 ROC AUC on labelled traffic: ([0-9.]+) — quality collapsed")
+    assert float(collapse.group(1)) < 0.5
+
+    assert line_with(out, r"^\s+production v3 → v2 \(last known-good\)")
+    during = line_with(out, r"^\s+requests during the rollback: (\d+), failed: (\d+)$")
+    assert int(during.group(1)) > 0
+    assert during.group(2) == "0"
+    assert line_with(out, r"^\s+v2: roc_auc=.* aliases=production$")
+    assert re.search(r"^done in [0-9.]+ s\.", out, re.MULTILINE)
+
+
+def test_demo_leaves_a_store_the_cli_can_read(demo: tuple[Path, str]) -> None:
+    folder, _ = demo
+
+    models = {m["name"]: m for m in ok_json(folder, "models")}
+    assert models[MODEL]["aliases"] == {"production": 2}
+    assert models[MODEL]["latest_version"] == 3
+
+    history = ok_json(folder, "history", MODEL)
+    rollbacks = [e for e in history if e["kind"] == "alias.rollback"]
+    assert len(rollbacks) == 1
+    rollback = rollbacks[0]
+    assert rollback["payload"] == {"alias": "production", "from_version": 3, "to_version": 2}
+    assert rollback["actor"] == "demo"
+    assert rollback["reason"] == "v3 quality collapsed"
+    assert history[-1] == rollback
+
+    checks = [
+        e for e in ok_json(folder, "history", MODEL, "--all") if e["kind"] == "check.recorded"
+    ]
+    assert [e["payload"]["drifted"] for e in checks] == [False, True]
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    return {
+        str(p.relative_to(folder)): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_demo_refuses_a_store_it_did_not_create(tmp_path: Path) -> None:
+    init = cli(tmp_path, "init")
+    assert init.returncode == 0, init.stderr
+    assert ok_json(tmp_path, "models") == []  # creates the project's (empty) store
+    store = tmp_path / ".closedloop"
+    assert (store / "metadata.db").is_file()
+    before = _snapshot(tmp_path)
+
+    result = cli(tmp_path, "demo", "--folder", str(tmp_path), timeout=120)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    assert str(store) in errors[0]
+    assert "did not create" in errors[0]
+    assert "hint:" in result.stderr
+
+    assert _snapshot(tmp_path) == before
+    assert ok_json(tmp_path, "models") == []
