@@ -164,3 +164,18 @@ def test_an_expected_alias_target_makes_the_move_a_compare_and_set(ws: Workspace
         registry.set_alias(ws, "churn", "production", 3, expected=1)
     assert registry.resolve_alias(ws, "churn") == 2
     assert len(registry.alias_history(ws, "churn")) == 2
+
+
+def test_the_held_out_evaluation_is_stored_with_the_version_predictions(ws: Workspace, frame):
+    model = fit_model(frame)
+    X = features(frame)
+    info = registry.register_version(
+        ws, "churn", model, X, evaluation=(X.head(50), frame["default"].head(50))
+    )
+    stored = registry.load_evaluation(ws, "churn", info.number)
+    assert stored is not None
+    assert list(stored["_label"]) == list(frame["default"].head(50))
+    assert list(stored["_prediction"]) == list(model.predict(X.head(50)))
+    assert stored["_score"].tolist() == pytest.approx(model.predict_proba(X.head(50))[:, 1])
+    bare = registry.register_version(ws, "churn", model, X)
+    assert registry.load_evaluation(ws, "churn", bare.number) is None

@@ -255,6 +255,7 @@ def train(
             run_id=run.id,
             actor=actor,
             reason=reason or "closedloop train",
+            evaluation=(X_hold, y_hold),
         )
         _record_decision(ws, info.number, decision, incumbent_version, note, actor)
         promoted = decision.passed and _promote(ws, info.number, incumbent_version, decision, actor)

@@ -53,6 +53,7 @@ class VersionInfo:
     lineage: dict[str, Any]
     profile_sha256: str | None
     reference_sha256: str | None
+    evaluation_sha256: str | None
     run_id: str | None
     description: str
     aliases: list[str] = field(default_factory=list)
@@ -119,6 +120,25 @@ def _serialise_reference(features: pd.DataFrame, seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def _serialise_evaluation(estimator: Any, X: pd.DataFrame, y: Any) -> bytes:
+    """Held-out rows with ``_label``, ``_prediction`` and (binary classifiers) ``_score``."""
+    from closedloop.domain.model import LoadedVersion
+    from closedloop.domain.signature import infer_signature
+
+    frame = X.reset_index(drop=True).copy()
+    loaded = LoadedVersion(
+        model="", version=0, sha256="", signature=infer_signature(X), estimator=estimator
+    )
+    prediction = loaded.predict(X)
+    frame["_label"] = list(y)
+    frame["_prediction"] = prediction.labels
+    if prediction.scores is not None:
+        frame["_score"] = prediction.scores
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
 def register_version(
     ws: Workspace,
     model: str,
@@ -132,11 +152,14 @@ def register_version(
     description: str = "",
     actor: str | None = None,
     reason: str = "",
+    evaluation: tuple[pd.DataFrame, Any] | None = None,
 ) -> VersionInfo:
     """Store the estimator, its signature, reference profile and sample, and number the version.
 
     ``features`` is the training frame without the target: the signature and the drift reference
-    are computed from it once, here.
+    are computed from it once, here. ``evaluation`` is the held-out ``(X, y)`` the version was
+    scored on: it is stored with the version's predictions on it, as the reference for prediction
+    drift, label drift and label-free performance estimation.
     """
     import json
 
@@ -154,6 +177,9 @@ def register_version(
     profile = profile_frame(features).to_dict()
     profile_sha = ws.artifacts.put(json.dumps(profile, sort_keys=True).encode())
     reference_sha = ws.artifacts.put(_serialise_reference(features, seed=0))
+    evaluation_sha = None
+    if evaluation is not None:
+        evaluation_sha = ws.artifacts.put(_serialise_evaluation(estimator, *evaluation))
     actor = actor or default_actor()
     with ws.metadata.write() as conn:
         model_id = _ensure_model(conn, model)
@@ -175,6 +201,7 @@ def register_version(
                 lineage=lineage or {},
                 profile_sha256=profile_sha,
                 reference_sha256=reference_sha,
+                evaluation_sha256=evaluation_sha,
                 run_id=run_id,
                 description=description,
             )
@@ -204,6 +231,7 @@ def _version_from_row(model: str, row: Any, alias_names: list[str]) -> VersionIn
         lineage=dict(row.lineage),
         profile_sha256=row.profile_sha256,
         reference_sha256=row.reference_sha256,
+        evaluation_sha256=row.evaluation_sha256,
         run_id=row.run_id,
         description=row.description or "",
         aliases=alias_names,
@@ -455,3 +483,13 @@ def load_reference(ws: Workspace, model: str, number: int) -> pd.DataFrame:
     if info.reference_sha256 is None:
         raise NotFoundError(f"Version {number} of {model!r} has no reference data.")
     return pd.read_parquet(io.BytesIO(ws.artifacts.get(info.reference_sha256)))
+
+
+def load_evaluation(ws: Workspace, model: str, number: int) -> pd.DataFrame | None:
+    """The version's held-out rows with ``_label``, ``_prediction``, ``_score`` (None if absent)."""
+    import pandas as pd
+
+    info = get_version(ws, model, number)
+    if info.evaluation_sha256 is None:
+        return None
+    return pd.read_parquet(io.BytesIO(ws.artifacts.get(info.evaluation_sha256)))

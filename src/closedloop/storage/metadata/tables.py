@@ -51,6 +51,7 @@ versions = Table(
     Column("lineage", JSON, nullable=False),
     Column("profile_sha256", String(64), nullable=True),
     Column("reference_sha256", String(64), nullable=True),
+    Column("evaluation_sha256", String(64), nullable=True),
     Column("run_id", String(32), nullable=True),
     Column("description", Text, nullable=False, default=""),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
