@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -56,6 +57,42 @@ def model_metadata(loaded: LoadedVersion) -> dict[str, Any]:
     }
 
 
+def _binary_wanted(doc: dict[str, Any]) -> set[str]:
+    """Outputs the request wants in binary form (the binary tensor data extension)."""
+    everything = isinstance(doc.get("parameters"), dict) and bool(
+        doc["parameters"].get("binary_data_output")
+    )
+    wanted = set(OUTPUTS) if everything else set()
+    for raw in doc.get("outputs") or []:
+        if isinstance(raw, dict) and isinstance(raw.get("parameters"), dict):
+            if raw["parameters"].get("binary_data"):
+                wanted.add(str(raw.get("name")))
+            else:
+                wanted.discard(str(raw.get("name")))
+    return wanted
+
+
+def _respond(body: dict[str, Any], arrays: dict[str, Any], binary: set[str]) -> Response:
+    """JSON, or JSON header + binary tensors when the request asked for binary outputs."""
+    from closedloop.server.binary import encode
+
+    blobs = []
+    for output in body["outputs"]:
+        if output["name"] in binary:
+            blob = encode(np.asarray(arrays[output["name"]]), output["datatype"])
+            output.pop("data")
+            output["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+    if not blobs:
+        return OrjsonResponse(body)
+    header = orjson.dumps(body)
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
 def _requested_outputs(doc: dict[str, Any], loaded: LoadedVersion) -> list[str]:
     """Output names the request asks for (all available ones when it names none)."""
     available = [name for name in OUTPUTS if name != "predict_proba" or _has_scores(loaded)]
@@ -80,7 +117,9 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
 
     @api.get("")
     async def server_metadata() -> Response:
-        return OrjsonResponse({"name": ctx.name, "version": server_version, "extensions": []})
+        return OrjsonResponse(
+            {"name": ctx.name, "version": server_version, "extensions": ["binary_tensor_data"]}
+        )
 
     @api.get("/health/live")
     async def live() -> Response:
@@ -119,8 +158,11 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         return await _infer(request, ctx.resolve(request, name, parse_version(version)))
 
     async def _infer(request: Request, loaded: LoadedVersion) -> Response:
+        from closedloop.server.binary import HEADER, split_body
+
+        json_part, binary_part = split_body(await request.body(), request.headers.get(HEADER))
         doc = payloads.require_object(
-            payloads.parse_json(await request.body()), "with an 'inputs' array of tensors"
+            payloads.parse_json(json_part), "with an 'inputs' array of tensors"
         )
         request_id: str = request.state.request_id
         answer_id = doc.get("id", request_id)
@@ -130,7 +172,7 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         prediction = await ctx.predict(
             request,
             loaded,
-            lambda: payloads.oip_columns(payloads.oip_tensors(doc), loaded.signature),
+            lambda: payloads.oip_columns(payloads.oip_tensors(doc, binary_part), loaded.signature),
         )
         results = {"predict": prediction.labels}
         if prediction.scores is not None:
@@ -138,15 +180,14 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         outputs = [
             payloads.output_tensor(name, results[name]) for name in wanted if name in results
         ]
-        return OrjsonResponse(
-            {
-                "model_name": loaded.model,
-                "model_version": str(loaded.version),
-                "id": answer_id,
-                "parameters": {"request_id": request_id},
-                "outputs": outputs,
-            }
-        )
+        body = {
+            "model_name": loaded.model,
+            "model_version": str(loaded.version),
+            "id": answer_id,
+            "parameters": {"request_id": request_id},
+            "outputs": outputs,
+        }
+        return _respond(body, results, _binary_wanted(doc))
 
     return api
 

@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from closedloop.domain.signature import Signature
 from closedloop.errors import InvalidInputError, SchemaError
+from closedloop.server.binary import BinaryReader
 
 Columns = dict[str, Sequence[object] | np.ndarray[Any, Any]]
 
@@ -231,22 +232,24 @@ class Tensor:
     data: list[Any]
 
 
-def oip_tensors(doc: object) -> list[Tensor]:
-    """Validate the ``inputs`` of an OIP inference request."""
+def oip_tensors(doc: object, binary: bytes = b"") -> list[Tensor]:
+    """Validate the ``inputs`` of an OIP inference request (``binary``: the body's binary part)."""
     request = require_object(doc, "with an 'inputs' array of tensors")
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInputError(
             "'inputs' must be a non-empty array of tensors {name, shape, datatype, data}"
         )
-    tensors = [_tensor(i, raw) for i, raw in enumerate(inputs)]
+    reader = BinaryReader(binary)
+    tensors = [_tensor(i, raw, reader) for i, raw in enumerate(inputs)]
+    reader.check_consumed()
     names = [t.name for t in tensors]
     if len(set(names)) != len(names):
         raise SchemaError(f"input tensor names repeat: {names}", details={"inputs": names})
     return tensors
 
 
-def _tensor(index: int, raw: object) -> Tensor:
+def _tensor(index: int, raw: object, reader: BinaryReader) -> Tensor:
     if not isinstance(raw, dict):
         raise InvalidInputError(f"inputs[{index}] must be a JSON object, got {_type_name(raw)}")
     name, shape, datatype, data = (raw.get(k) for k in ("name", "shape", "datatype", "data"))
@@ -263,6 +266,9 @@ def _tensor(index: int, raw: object) -> Tensor:
             f"{where}: unknown datatype {datatype!r}; expected one of {sorted(OIP_DATATYPES)}",
             details={"input": name, "expected": sorted(OIP_DATATYPES), "got": datatype},
         )
+    parameters = raw.get("parameters")
+    if data is None and isinstance(parameters, dict) and "binary_data_size" in parameters:
+        data = reader.take(name, datatype, tuple(shape), parameters["binary_data_size"])
     if not isinstance(data, list):
         raise SchemaError(f"{where}: 'data' must be an array, got a JSON {_type_name(data)}")
     flat = data

@@ -66,7 +66,12 @@ class RegistryModelHost:
         self.synced = False
 
     def start(self) -> None:
-        """Load what production points to now, then follow it in the background."""
+        """Load what production points to now, then follow it in the background.
+
+        The store must be usable at start (a wrong URL or an outdated schema is an error here);
+        later outages are ridden out with what is loaded.
+        """
+        registry.production_targets(self.ws)
         self.sync()
         self._thread = threading.Thread(target=self._loop, name="closedloop-host", daemon=True)
         self._thread.start()
