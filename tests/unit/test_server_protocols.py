@@ -515,3 +515,29 @@ def test_oip_malformed_json_unknown_model_and_version(client: InProcessClient) -
     not_a_number = post_json(client, "/v2/models/churn/versions/latest/infer", oip_columns())
     assert not_a_number.status_code == 400
     assert "integer" in not_a_number.json()["error"]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            sample_labels, value = line[len(name) + 1 :].rsplit("} ", 1)
+            if ",".join(sorted(sample_labels.split(","))) == wanted:
+                return float(value)
+    raise AssertionError(f"no sample {name}{{{wanted}}} in:\n{text}")
+
+
+def test_metrics_count_requests_errors_and_latency_per_model_and_version(
+    client: InProcessClient,
+) -> None:
+    url = "/models/churn/invocations"
+    for _ in range(3):
+        assert post_json(client, url, {"dataframe_records": records()}).status_code == 200
+    assert post_json(client, url, {"dataframe_records": [{"age": 3}]}).status_code == 422
+    text = client.get("/metrics").text
+    ok = {"model": "churn", "version": "3", "protocol": "mlflow"}
+    assert _metric(text, "closedloop_requests_total", status="200", **ok) == 3
+    assert _metric(text, "closedloop_request_errors_total", status="422", **ok) == 1
+    assert _metric(text, "closedloop_request_latency_seconds_count", **ok) == 4
+    assert _metric(text, "closedloop_traffic_weight", model="churn", version="3") == 1.0

@@ -23,6 +23,7 @@ from starlette.datastructures import MutableHeaders
 
 from closedloop.errors import InvalidInputError, UserCodeError
 from closedloop.server import errors, mlflow, oip
+from closedloop.server.metrics import MetricsMiddleware, ServerMetrics
 from closedloop.server.payloads import Columns
 
 if TYPE_CHECKING:
@@ -164,9 +165,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.context = ctx
+    server_metrics = ServerMetrics(ctx)
+    app.state.metrics = server_metrics
     app.include_router(oip.router(ctx, closedloop_version()))
     app.include_router(mlflow.router(ctx, closedloop_version()))
+    app.include_router(server_metrics.router())
     errors.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=server_metrics)
     app.add_middleware(RequestIdMiddleware)
     return app
 
