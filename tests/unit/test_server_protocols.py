@@ -541,3 +541,30 @@ def test_metrics_count_requests_errors_and_latency_per_model_and_version(
     assert _metric(text, "closedloop_request_errors_total", status="422", **ok) == 1
     assert _metric(text, "closedloop_request_latency_seconds_count", **ok) == 4
     assert _metric(text, "closedloop_traffic_weight", model="churn", version="3") == 1.0
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/models/churn/invocations", {"dataframe_records": [{}]}),
+        (
+            "/v2/models/churn/infer",
+            {"inputs": [{"name": "age", "shape": [1], "datatype": ["FP64"], "data": [1]}]},
+        ),
+        (
+            "/v2/models/churn/infer",
+            {
+                "inputs": [
+                    {"name": "", "shape": [1502321, 12278829939614], "datatype": "FP64", "data": []}
+                ]
+            },
+        ),
+    ],
+    ids=["record-without-columns", "datatype-not-a-string", "shape-beyond-64-bits"],
+)
+def test_inputs_found_by_fuzzing_get_a_4xx_not_a_500(
+    client: InProcessClient, url: str, body: object
+) -> None:
+    answer = post_json(client, url, body)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.json()  # still a JSON error body

@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from closedloop.errors import InvalidInputError, ModelLoadError
 from closedloop.server import payloads
+from closedloop.server.openapi import INVOCATIONS_REQUEST
 from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
@@ -62,11 +63,11 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
     async def version() -> Response:
         return PlainTextResponse(server_version)
 
-    @api.post("/invocations")
+    @api.post("/invocations", openapi_extra=INVOCATIONS_REQUEST)
     async def invocations(request: Request) -> Response:
         return await _invoke(request, choose_model(request, ctx.host.names()))
 
-    @api.post("/models/{name}/invocations")
+    @api.post("/models/{name}/invocations", openapi_extra=INVOCATIONS_REQUEST)
     async def model_invocations(name: str, request: Request) -> Response:
         return await _invoke(request, name)
 

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from closedloop.errors import InvalidInputError
 from closedloop.server import payloads
+from closedloop.server.openapi import INFER_REQUEST
 from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
@@ -149,11 +150,11 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         loaded = ctx.resolve(request, name, parse_version(version))
         return OrjsonResponse({"name": loaded.model, "version": str(loaded.version), "ready": True})
 
-    @api.post("/models/{name}/infer")
+    @api.post("/models/{name}/infer", openapi_extra=INFER_REQUEST)
     async def infer(name: str, request: Request) -> Response:
         return await _infer(request, ctx.resolve(request, name))
 
-    @api.post("/models/{name}/versions/{version}/infer")
+    @api.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_REQUEST)
     async def infer_version(name: str, version: str, request: Request) -> Response:
         return await _infer(request, ctx.resolve(request, name, parse_version(version)))
 

@@ -44,8 +44,24 @@ def _default(value: object) -> object:
 
 
 def dumps(content: object) -> bytes:
-    """orjson with numpy support (arrays and scalars, including object arrays)."""
-    return orjson.dumps(content, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    """orjson with numpy support (arrays and scalars, including object arrays).
+
+    Values orjson cannot represent (integers beyond 64 bits echoed from a request) fall back to
+    the standard library, so an error about a huge number is still a JSON answer.
+    """
+    try:
+        return orjson.dumps(content, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        import json
+
+        return json.dumps(content, default=lambda v: str(_plain(v))).encode()
+
+
+def _plain(value: object) -> object:
+    try:
+        return _default(value)
+    except TypeError:
+        return value
 
 
 class OrjsonResponse(Response):
@@ -116,6 +132,8 @@ def records_to_columns(records: list[Any], what: str) -> Columns:
         raise SchemaError(f"{what} is empty; send at least one row")
     keys = list(records[0])
     if all(len(r) == len(keys) and r.keys() == records[0].keys() for r in records):
+        if not keys:
+            return {}  # no columns at all: the signature check names the missing ones
         if len(keys) == 1:
             return {keys[0]: [r[keys[0]] for r in records]}
         return dict(zip(keys, zip(*map(itemgetter(*keys), records), strict=True), strict=True))
@@ -261,7 +279,7 @@ def _tensor(index: int, raw: object, reader: BinaryReader) -> Tensor:
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise SchemaError(f"{where}: 'shape' must be an array of non-negative integers")
-    if datatype not in OIP_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in OIP_DATATYPES:
         raise SchemaError(
             f"{where}: unknown datatype {datatype!r}; expected one of {sorted(OIP_DATATYPES)}",
             details={"input": name, "expected": sorted(OIP_DATATYPES), "got": datatype},
