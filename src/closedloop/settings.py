@@ -32,6 +32,8 @@ class StoreSettings:
     """A local folder or an fsspec URL such as ``s3://bucket/prefix``."""
     predictions_url: str = ""
     """Where the prediction log goes; empty means ``<artifacts_url>/predictions``."""
+    feedback_url: str = ""
+    """Where posted labels go; empty means ``<artifacts_url>/feedback``."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class MonitorSettings:
     correction: str = "bonferroni"
     window_rows: int = 5000
     min_rows: int = 200
+    persistence: int = 2
+    """Consecutive drifted windows before a monitor alerts."""
+    cooldown_seconds: float = 3600.0
+    """After an alert, no new alert for this long."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,12 @@ class Settings:
     @property
     def artifacts_url(self) -> str:
         return self.resolve_path(self.store.artifacts_url)
+
+    @property
+    def feedback_url(self) -> str:
+        if self.store.feedback_url:
+            return self.resolve_path(self.store.feedback_url)
+        return self.artifacts_url.rstrip("/") + "/feedback"
 
     @property
     def predictions_url(self) -> str:

@@ -19,8 +19,9 @@ ALLOWED = {
     "storage": set(),
     "services": {"domain", "storage", "settings"},
     "server": {"services", "domain", "storage", "settings"},
-    "cli": {"services", "domain", "storage", "settings", "server", "demo"},
+    "cli": {"services", "domain", "storage", "settings", "server", "demo", "reports"},
     "demo": {"services", "domain", "storage", "settings"},
+    "reports": {"services", "domain", "storage", "settings"},
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.errors import ConfigError
 
 DRIFT_EXIT = 1
 
@@ -83,6 +84,13 @@ def _num(value: float | None) -> str:
 @click.option("--categorical", multiple=True, help="Treat these columns as categorical.")
 @alpha_option
 @correction_option
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML report (opens offline) to this file.",
+)
 @json_option
 @command_runner
 def drift_cmd(
@@ -92,6 +100,7 @@ def drift_cmd(
     categorical: tuple[str, ...],
     alpha: float | None,
     correction: str | None,
+    html_path: Path | None,
     as_json: bool,
 ) -> None:
     """Compare two data files (parquet or csv): per-column tests and a dataset verdict.
@@ -102,11 +111,33 @@ def drift_cmd(
     from closedloop.services.monitoring import drift_files
 
     report = drift_files(reference, current, _options(alpha, correction, columns, categorical))
+    if html_path is not None:
+        _write_html(html_path, report, reference, current, list(columns) or None)
     if as_json:
         dump_json(report.to_dict())
     else:
         _print_report(report, f"drift: {current} vs {reference}")
+        if html_path is not None:
+            say(f"report written to {html_path}")
     sys.exit(DRIFT_EXIT if report.drifted else 0)
+
+
+def _write_html(
+    path: Path, report: Any, reference: Path, current: Path, columns: list[str] | None
+) -> None:
+    from closedloop.reports import render_drift_report
+    from closedloop.storage.datafiles import read_table
+
+    page = render_drift_report(
+        report,
+        read_table(reference, columns=columns),
+        read_table(current, columns=columns),
+        title=f"{current.name} vs {reference.name}",
+    )
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot write the report to {path}: {exc.strerror}.") from exc
 
 
 @click.command("monitor")
@@ -137,21 +168,64 @@ def monitor_cmd(
 ) -> None:
     """Check MODEL's latest logged traffic against its version's training reference.
 
-    The check is recorded in the store. Exits 1 when drift is found, 0 when not, 2 on error.
+    The check is recorded in the store. An alert (a `monitor.alert` event) is raised when
+    monitor.persistence consecutive windows drifted, at most once per monitor.cooldown_seconds.
+    Exits 1 when drift is found, 0 when not, 2 on error.
     """
-    from closedloop.services.monitoring import monitor
+    from closedloop.services.monitors import run_monitor
 
-    result = monitor(
+    result = run_monitor(
         workspace(), model, version=version, window_rows=window, options=_options(alpha, correction)
     )
+    check = result.check
     if as_json:
-        dump_json(result.to_dict())
+        dump_json(
+            {
+                **check.to_dict(),
+                "monitor": result.decision.to_dict(),
+                "alert_event_id": result.alert_event_id,
+            }
+        )
     else:
-        _print_report(result.report, f"{model} v{result.version}: latest traffic vs training data")
-        say(f"check {result.id} recorded")
-    sys.exit(DRIFT_EXIT if result.report.drifted else 0)
+        _print_report(check.report, f"{model} v{check.version}: latest traffic vs training data")
+        say(
+            f"check {check.id} recorded; monitor: {result.decision.reason}"
+            + (" — ALERT raised" if result.alerted else "")
+        )
+    sys.exit(DRIFT_EXIT if check.report.drifted else 0)
+
+
+@click.command("report")
+@click.argument("model")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the HTML (default: MODEL-report.html).",
+)
+@click.option(
+    "--checks",
+    type=click.IntRange(min=1, max=500),
+    default=20,
+    show_default=True,
+    help="How many recent checks to plot.",
+)
+@command_runner
+def report_cmd(model: str, out: Path | None, checks: int) -> None:
+    """Write a self-contained HTML report of MODEL's recent drift checks (opens offline)."""
+    from closedloop.reports import render_model_report
+
+    page = render_model_report(workspace(), model, checks=checks)
+    path = out or Path(f"{model}-report.html")
+    try:
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot write the report to {path}: {exc.strerror}.") from exc
+    say(f"report written to {path}")
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(drift_cmd)
     cli.add_command(monitor_cmd)
+    cli.add_command(report_cmd)

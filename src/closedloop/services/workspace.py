@@ -17,6 +17,7 @@ from closedloop.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from closedloop.storage.artifacts import ArtifactStore
+    from closedloop.storage.feedback import FeedbackLog
     from closedloop.storage.metadata.db import MetadataStore
     from closedloop.storage.predictions import PredictionLog
 
@@ -62,6 +63,12 @@ class Workspace:
 
         interval = self.settings.server.flush_interval if flush_interval is None else flush_interval
         return PredictionLog(self.settings.predictions_url, flush_interval=interval)
+
+    def feedback_log(self) -> FeedbackLog:
+        """The log of labels posted after predictions (joined by request id)."""
+        from closedloop.storage.feedback import FeedbackLog
+
+        return FeedbackLog(self.settings.feedback_url)
 
     def close(self) -> None:
         if "metadata" in self.__dict__:

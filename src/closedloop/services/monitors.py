@@ -1,0 +1,240 @@
+"""Monitors: run a drift check on the latest traffic window, then decide whether to alert.
+
+:func:`run_monitor` is what a scheduler (cron, a loop) calls once per window:
+
+1. :func:`closedloop.services.monitoring.monitor` checks the latest prediction-log window of the
+   model's production version against its reference sample and records a check row with a
+   ``check.recorded`` event (it refuses windows below ``monitor.min_rows``: a ConflictError);
+2. the version's earlier checks are read from the ``checks`` table and the alerts still in
+   their cooldown from the ``monitor.alert`` events;
+3. :func:`closedloop.domain.policy.decide` applies the :class:`MonitorPolicy` (persistence,
+   cooldown, the policy's own ``min_rows``) with the injected clock ``now``;
+4. when it alerts, a ``monitor.alert`` event is recorded with payload ``check_id``,
+   ``drifted_columns``, ``consecutive``, ``reason`` and the ``policy``; its ``ts`` is ``now()``.
+
+Steps 2-4 run in one write transaction (``BEGIN IMMEDIATE`` on SQLite, the model row locked on
+PostgreSQL), so two monitors of one model racing do not both alert. The streak and the cooldown
+are per model version: a new production version starts afresh.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from closedloop.domain.policy import CheckOutcome, MonitorPolicy, PolicyDecision, decide
+from closedloop.errors import InvalidInputError
+from closedloop.services import events
+from closedloop.services.events import as_utc, utcnow
+from closedloop.services.monitoring import CheckResult, DriftOptions, monitor
+from closedloop.services.workspace import Workspace, default_actor
+from closedloop.storage.metadata.tables import checks, models
+from closedloop.storage.metadata.tables import events as events_table
+
+ALERT_EVENT = "monitor.alert"
+HISTORY_WINDOWS = 100
+"""Earlier checks read for the streak (at least ``10 * persistence``); more are read when an
+alert still cooling down is older than them."""
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """One monitor run: the recorded check, the policy's decision and the alert (if any)."""
+
+    check: CheckResult
+    decision: PolicyDecision
+    policy: MonitorPolicy
+    ts: datetime
+    """When the decision was made (the injected clock)."""
+    alert_event_id: int | None = None
+
+    @property
+    def alerted(self) -> bool:
+        return self.decision.alert
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "check": self.check.to_dict(),
+            "decision": self.decision.to_dict(),
+            "policy": self.policy.to_dict(),
+            "ts": self.ts.isoformat(),
+            "alert_event_id": self.alert_event_id,
+        }
+
+
+def _outcome(row: Any, alerts: dict[int, datetime]) -> CheckOutcome:
+    return CheckOutcome(
+        ts=as_utc(row.ts),
+        drifted=bool(row.drifted),
+        n_rows=int(row.n_current),
+        check_id=int(row.id),
+        alerted_at=alerts.get(int(row.id)),
+    )
+
+
+def _recent_alerts(
+    conn: Connection, model: str, version: int, since: datetime
+) -> dict[int, datetime]:
+    """``check_id -> ts`` of the version's ``monitor.alert`` events at or after ``since``."""
+    rows = conn.execute(
+        select(events_table.c.ts, events_table.c.payload).where(
+            events_table.c.kind == ALERT_EVENT,
+            events_table.c.model == model,
+            events_table.c.version == version,
+            events_table.c.ts >= since,
+        )
+    )
+    found: dict[int, datetime] = {}
+    for row in rows:
+        check_id = (row.payload or {}).get("check_id")
+        if isinstance(check_id, int):
+            ts = as_utc(row.ts)
+            found[check_id] = max(ts, found.get(check_id, ts))
+    return found
+
+
+def _history(
+    conn: Connection, policy: MonitorPolicy, check: CheckResult, alerts: dict[int, datetime]
+) -> list[CheckOutcome]:
+    """The version's checks recorded before ``check``, oldest first."""
+    columns = (checks.c.id, checks.c.ts, checks.c.drifted, checks.c.n_current)
+    same = (checks.c.model == check.model, checks.c.version == check.version)
+    recent = list(
+        conn.execute(
+            select(*columns)
+            .where(*same, checks.c.id < check.id)
+            .order_by(checks.c.id.desc())
+            .limit(max(HISTORY_WINDOWS, 10 * policy.persistence))
+        )
+    )
+    older_alerts = [i for i in alerts if i < check.id and (not recent or i < recent[-1].id)]
+    if older_alerts:  # reach back to the oldest alert that is still cooling down
+        recent = list(
+            conn.execute(
+                select(*columns)
+                .where(*same, checks.c.id < check.id, checks.c.id >= min(older_alerts))
+                .order_by(checks.c.id.desc())
+            )
+        )
+    return [_outcome(row, alerts) for row in reversed(recent)]
+
+
+def run_monitor(
+    ws: Workspace,
+    model: str,
+    *,
+    now: Callable[[], datetime] = utcnow,
+    version: int | None = None,
+    window_rows: int | None = None,
+    policy: MonitorPolicy | None = None,
+    options: DriftOptions | None = None,
+    actor: str | None = None,
+) -> MonitorResult:
+    """Check the latest traffic window of ``model`` and alert when the policy says so.
+
+    ``now`` is the clock (called once, after the check) used for the cooldown and as the
+    ``monitor.alert`` event's time. ``policy`` defaults to the ``[monitor]`` settings
+    (``min_rows``, ``persistence``, ``cooldown_seconds``). ``version``, ``window_rows``,
+    ``options`` and ``actor`` are passed to :func:`closedloop.services.monitoring.monitor`,
+    whose errors propagate (no production version, fewer than ``monitor.min_rows`` logged
+    rows: ConflictError).
+    """
+    cfg = ws.settings.monitor
+    policy = policy or MonitorPolicy(
+        min_rows=cfg.min_rows,
+        persistence=cfg.persistence,
+        cooldown=timedelta(seconds=cfg.cooldown_seconds),
+    )
+    if not isinstance(policy, MonitorPolicy):
+        raise InvalidInputError(
+            f"The 'policy' parameter must be a MonitorPolicy. Got {type(policy).__name__} instead."
+        )
+    check = monitor(
+        ws, model, version=version, window_rows=window_rows, options=options, actor=actor
+    )
+    decided_at = as_utc(now()).astimezone(UTC)  # SQLite keeps wall-clock time: store UTC
+    drifted_columns = tuple(check.report.drifted_columns)
+    new = CheckOutcome(
+        ts=check.ts,
+        drifted=check.report.drifted,
+        n_rows=check.report.n_current,
+        check_id=check.id,
+        drifted_columns=drifted_columns,
+    )
+    event_id: int | None = None
+    with ws.metadata.write() as conn:
+        if conn.dialect.name == "postgresql":  # serialise the monitors of one model
+            conn.execute(select(models.c.id).where(models.c.name == model).with_for_update())
+        alerts = _recent_alerts(conn, model, check.version, decided_at - policy.cooldown)
+        history = _history(conn, policy, check, alerts)
+        decision = decide(policy, history, new, decided_at)
+        if decision.alert:
+            event_id = events.record(
+                conn,
+                ALERT_EVENT,
+                actor=actor or default_actor(),
+                model=model,
+                version=check.version,
+                payload={
+                    "check_id": check.id,
+                    "drifted_columns": list(drifted_columns),
+                    "consecutive": decision.consecutive,
+                    "reason": decision.reason,
+                    "policy": policy.to_dict(),
+                },
+                reason=decision.reason,
+                ts=decided_at,
+            )
+    return MonitorResult(
+        check=check, decision=decision, policy=policy, ts=decided_at, alert_event_id=event_id
+    )
+
+
+def check_history(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The model's most recent checks, newest first: the keys of
+    :func:`closedloop.services.monitoring.list_checks` plus ``result`` (the stored
+    :meth:`DriftReport.to_dict`) and ``alerted`` (whether a ``monitor.alert`` names the check).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInputError(
+            f"The 'limit' parameter must be an int >= 1. Got {limit!r} instead."
+        )
+    with ws.metadata.read() as conn:
+        rows = list(
+            conn.execute(
+                select(checks)
+                .where(checks.c.model == model)
+                .order_by(checks.c.id.desc())
+                .limit(limit)
+            )
+        )
+        alerted: set[int] = set()
+        if rows:  # alerts are rare (cooldown), so all of the model's are read
+            payloads = conn.execute(
+                select(events_table.c.payload).where(
+                    events_table.c.kind == ALERT_EVENT, events_table.c.model == model
+                )
+            )
+            alerted = {p.payload.get("check_id") for p in payloads if p.payload}
+    return [
+        {
+            "check_id": r.id,
+            "version": r.version,
+            "ts": as_utc(r.ts).isoformat(),
+            "drifted": r.drifted,
+            "n_reference": r.n_reference,
+            "n_current": r.n_current,
+            "result": dict(r.result or {}),
+            "alerted": r.id in alerted,
+        }
+        for r in rows
+    ]
+
+
+def list_alerts(ws: Workspace, model: str, *, limit: int | None = None) -> list[events.Event]:
+    """The model's ``monitor.alert`` events, oldest first (the last ``limit``)."""
+    return events.list_events(ws, model=model, kinds=(ALERT_EVENT,), limit=limit)

@@ -1,0 +1,319 @@
+"""The append-only feedback log: true labels that arrive after the prediction, as Parquet.
+
+Layout under ``root_url`` (a local folder or any fsspec URL such as ``s3://bucket/prefix``)::
+
+    {root}/model={model}/part-{utc timestamp}-{uuid}.parquet
+
+One file per :meth:`FeedbackLog.append` call. Each row holds ``_request_id`` (string, the id
+the prediction was logged under), ``_label`` (the true label), ``_feedback_ts`` (UTC,
+millisecond precision: the ``ts`` given to ``append``, by default the time of the call) and,
+when the caller gave row positions, ``_row`` (int: the row's position within its request,
+for batch requests; see :func:`closedloop.domain.performance.join_feedback`).
+
+Files appear atomically, as in the prediction log: on a local disk a file is written under a
+hidden temporary name (``.part-….tmp``, fsynced) and renamed into place; object stores get
+one PUT of the complete object. Readers only look at ``part-*.parquet`` names and no file is
+modified after it is written. Unlike the prediction log, ``append`` writes synchronously
+(feedback arrives in batches, far less often than predictions).
+
+Corrections: labels are never overwritten in place. When a key (``_request_id``, plus
+``_row`` when present) received several labels, :meth:`FeedbackLog.read` returns only the one
+with the latest ``_feedback_ts``; on equal timestamps the one written last wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from closedloop.errors import ConfigError, InvalidInputError, StoreError
+
+FEEDBACK_COLUMNS: tuple[str, ...] = ("_request_id", "_label", "_feedback_ts")
+"""Columns of every frame :meth:`FeedbackLog.read` returns (plus ``_row`` when used)."""
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
+_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
+_LABEL_KINDS = frozenset({"integer", "floating", "boolean", "string", "mixed-integer-float"})
+
+
+class FeedbackLog:
+    """Append-only log of late labels, joined to predictions by request id."""
+
+    def __init__(self, root_url: str, storage_options: dict[str, Any] | None = None) -> None:
+        if not isinstance(root_url, str | os.PathLike) or not str(root_url).strip():
+            raise ConfigError(
+                "The 'root_url' parameter must be a folder path or fsspec URL. "
+                f"Got {root_url!r} instead."
+            )
+        from fsspec.core import url_to_fs
+
+        try:
+            fs, root = url_to_fs(str(root_url), **(storage_options or {}))
+        except (ValueError, ImportError, TypeError) as exc:
+            raise ConfigError(
+                f"Cannot open the feedback log at {str(root_url)!r}: {exc}",
+                hint="Use a local folder or an fsspec URL whose driver is installed (s3fs …).",
+            ) from exc
+        self.root_url = str(root_url)
+        self._fs = fs
+        self._root = str(root).rstrip("/")
+        protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+        self._local = "file" in protocols or "local" in protocols
+        self._atomic_put = bool(_OBJECT_STORES.intersection(protocols))
+
+    def append(
+        self,
+        model: str,
+        request_ids: Sequence[str],
+        labels: Sequence[object],
+        *,
+        ts: datetime | None = None,
+        rows: Sequence[int] | None = None,
+    ) -> int:
+        """Write one Parquet file with a label per request id; returns the number of rows.
+
+        ``ts`` is when the labels became known (naive datetimes are taken as UTC; default:
+        now). ``rows`` optionally gives each label's row position within its request (for
+        requests that predicted several rows). Raises :class:`InvalidInputError` for an empty
+        call, unequal lengths, request ids that are not non-empty strings, or missing labels,
+        and :class:`StoreError` when the file cannot be written.
+        """
+        _check_model(model)
+        ids = _sequence(request_ids, "request_ids")
+        values = _sequence(labels, "labels")
+        if len(ids) == 0:
+            raise InvalidInputError("The 'request_ids' parameter must not be empty. Got 0 ids.")
+        if len(values) != len(ids):
+            raise InvalidInputError(
+                "request_ids and labels must have the same length. "
+                f"Got {len(ids)} and {len(values)} instead."
+            )
+        id_array = np.asarray(ids, dtype=object)
+        if pd.api.types.infer_dtype(id_array, skipna=False) != "string":
+            bad = next(v for v in ids if not isinstance(v, str))
+            raise InvalidInputError(
+                f"Every request id must be a non-empty string. Got {bad!r} ({type(bad).__name__})."
+            )
+        if bool((pd.Series(id_array, dtype=object).str.len() == 0).any()):
+            raise InvalidInputError("Every request id must be a non-empty string. Got ''.")
+        label_array = _labels(values)
+        stamp = _utc_ms("ts", ts if ts is not None else datetime.now(UTC))
+        data: dict[str, Any] = {
+            "_request_id": id_array,
+            "_label": label_array,
+            "_feedback_ts": pd.Series(
+                np.full(len(ids), stamp.value // 1_000_000, dtype="datetime64[ms]")
+            ).dt.tz_localize("UTC"),
+        }
+        if rows is not None:
+            data["_row"] = _row_array(rows, len(ids))
+        self._write_part(model, pd.DataFrame(data))
+        return len(ids)
+
+    def read(self, model: str, since: datetime | None = None) -> pd.DataFrame:
+        """The current label of every key of ``model``, oldest ``_feedback_ts`` first.
+
+        Columns ``_request_id``, ``_label``, ``_feedback_ts`` (and ``_row`` when any call
+        gave row positions; missing positions are null). Several labels for one key: the
+        latest ``_feedback_ts`` wins (equal times: the one written last). ``since`` (naive =
+        UTC) keeps labels with ``_feedback_ts >= since``. An unknown model gives an empty
+        frame.
+        """
+        _check_model(model)
+        since_ts = None if since is None else _utc_ms("since", since)
+        tables = []
+        for path in self._list_parts(model):
+            try:
+                tables.append(self._read_part(path))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                raise StoreError(
+                    f"Could not read the feedback log file {path!r}: {exc}",
+                    hint="Files written by closedloop are never partial; this one was changed "
+                    "or damaged by something else. Move it away to read the rest.",
+                ) from exc
+        frame = _combine(tables)
+        if frame.empty:
+            return frame
+        keys = ["_request_id", "_row"] if "_row" in frame.columns else ["_request_id"]
+        # Files are listed in write order (their names start with the write time), so a
+        # stable sort on the feedback time keeps the last written label last among equals.
+        frame = frame.sort_values("_feedback_ts", kind="stable")
+        frame = frame.drop_duplicates(keys, keep="last")
+        if since_ts is not None:
+            frame = frame.loc[frame["_feedback_ts"] >= since_ts]
+        return frame.reset_index(drop=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _write_part(self, model: str, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise InvalidInputError(
+                f"The labels of one append call must share one type (e.g. all int or all str): "
+                f"{exc}"
+            ) from exc
+        ts_index = table.schema.get_field_index("_feedback_ts")
+        table = table.set_column(
+            ts_index,
+            "_feedback_ts",
+            table.column(ts_index).cast(pa.timestamp("ms", tz="UTC")),
+        ).replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+        folder = f"{self._root}/model={model}"
+        final = f"{folder}/{name}"
+        temporary = f"{folder}/.{name}.tmp"
+        try:
+            if self._local:
+                os.makedirs(folder, exist_ok=True)
+                try:
+                    with open(temporary, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(temporary, final)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.remove(temporary)
+                    raise
+            elif self._atomic_put:
+                self._fs.makedirs(folder, exist_ok=True)
+                self._fs.pipe_file(final, data)
+            else:
+                self._fs.makedirs(folder, exist_ok=True)
+                self._fs.pipe_file(temporary, data)
+                self._fs.mv(temporary, final)
+        except OSError as exc:
+            raise StoreError(
+                f"Could not write {frame.shape[0]} feedback rows to {final!r}: {exc}",
+                hint="Nothing was written; call append again once the storage is writable.",
+            ) from exc
+
+    def _list_parts(self, model: str) -> list[str]:
+        base = f"{self._root}/model={model}"
+        try:
+            if not self._fs.isdir(base):
+                return []
+            names = self._fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"Could not list the feedback log at {base!r}: {exc}") from exc
+        return sorted(str(p) for p in names if _PART.match(str(p).rstrip("/").rsplit("/", 1)[-1]))
+
+    def _read_part(self, path: str) -> Any:
+        import pyarrow.parquet as pq
+
+        with self._fs.open(path, "rb") as handle:
+            return pq.read_table(handle)
+
+
+def _check_model(model: object) -> None:
+    if not isinstance(model, str) or not _MODEL_NAME.match(model):
+        raise InvalidInputError(
+            "The 'model' parameter must be a name of letters, digits, '.', '_' or '-' "
+            f"(starting with a letter or digit). Got {model!r} instead."
+        )
+
+
+def _sequence(values: object, name: str) -> list[Any]:
+    if isinstance(values, str | bytes) or values is None:
+        raise InvalidInputError(
+            f"The '{name}' parameter must be a sequence with one entry per label. "
+            f"Got {type(values).__name__} instead."
+        )
+    try:
+        items: list[Any] = list(values)  # type: ignore[call-overload]
+        return items
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"The '{name}' parameter must be a sequence. Got {type(values).__name__} instead."
+        ) from exc
+
+
+def _labels(values: list[Any]) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    missing = pd.isna(pd.Series(array, dtype=object)).to_numpy()
+    if bool(missing.any()):
+        position = int(np.flatnonzero(missing)[0])
+        raise InvalidInputError(
+            f"Labels must not be missing (None/NaN). Got {int(missing.sum())} missing, the "
+            f"first at position {position}."
+        )
+    kind = pd.api.types.infer_dtype(array, skipna=False)
+    if kind not in _LABEL_KINDS:
+        raise InvalidInputError(
+            "Labels must be numbers, booleans or strings, all of one kind per call. "
+            f"Got {kind} values."
+        )
+    if kind == "mixed-integer-float":
+        return array.astype(np.float64)
+    return array
+
+
+def _row_array(rows: Sequence[int], count: int) -> np.ndarray:
+    values = _sequence(rows, "rows")
+    if len(values) != count:
+        raise InvalidInputError(
+            f"rows must have one position per label ({count}). Got {len(values)} instead."
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0 for v in values):
+        raise InvalidInputError(
+            "rows must hold ints >= 0 (each label's row position within its request)."
+        )
+    return np.asarray(values, dtype=np.int64)
+
+
+def _utc_ms(name: str, value: datetime) -> pd.Timestamp:
+    if not isinstance(value, datetime):
+        raise InvalidInputError(f"The '{name}' parameter must be a datetime. Got {value!r}.")
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("ms")
+
+
+def _combine(tables: list[Any]) -> pd.DataFrame:
+    import pyarrow as pa
+
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return pd.DataFrame(
+            {
+                "_request_id": pd.Series([], dtype=object),
+                "_label": pd.Series([], dtype=object),
+                "_feedback_ts": pd.Series([], dtype="datetime64[ms, UTC]"),
+            }
+        )
+    try:
+        combined = pa.concat_tables(tables, promote_options="permissive")
+        frame: pd.DataFrame = combined.to_pandas(ignore_metadata=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        # Labels of different types across calls (e.g. ints, then strings): keep each as is.
+        frame = pd.concat(
+            [t.to_pandas(ignore_metadata=True) for t in tables], ignore_index=True
+        ).astype({"_label": object})
+    if "_row" in frame.columns:
+        frame["_row"] = frame["_row"].astype("Int64")
+    return frame
+
+
+__all__ = ["FEEDBACK_COLUMNS", "FeedbackLog"]
