@@ -106,3 +106,27 @@ def test_a_malformed_csv_raises_invalid_input(tmp_path: Path) -> None:
     path.write_text('a,b\n1,2\n3,4,5,6\n"unterminated\n')
     with pytest.raises(InvalidInputError, match="not a readable CSV file"):
         read_table(path)
+
+
+def test_iter_batches_streams_parquet_and_csv_in_bounded_batches(tmp_path: Path) -> None:
+    from closedloop.storage.datafiles import iter_batches
+
+    frame = pd.DataFrame({"a": range(10_000), "b": [f"s{i % 7}" for i in range(10_000)]})
+    frame.to_parquet(tmp_path / "f.parquet", row_group_size=3_000)
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    for name in ("f.parquet", "f.csv"):
+        batches = list(iter_batches(tmp_path / name, ["b", "a"], batch_rows=1_000))
+        assert max(b.num_rows for b in batches) <= 1_000
+        assert sum(b.num_rows for b in batches) == 10_000
+        assert batches[0].schema.names == ["b", "a"]
+    with pytest.raises(SchemaError, match="nope"):
+        list(iter_batches(tmp_path / "f.parquet", ["nope"]))
+
+
+def test_strings_as_categories_reads_parquet_text_as_category(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", None]})
+    frame.to_parquet(tmp_path / "f.parquet")
+    read = read_table(tmp_path / "f.parquet", strings_as_categories=True)
+    assert isinstance(read["b"].dtype, pd.CategoricalDtype)
+    assert read["b"].isna().tolist() == [False, True]
+    assert read["a"].tolist() == [1.0, 2.0]

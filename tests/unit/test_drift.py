@@ -421,6 +421,7 @@ def test_to_dict_has_the_public_shape_and_is_strict_json() -> None:
         "share_drifted",
         "n_drifted",
         "columns",
+        "method",
     ]
     numeric = body["columns"][0]
     assert list(numeric) == [
@@ -465,3 +466,33 @@ def test_from_dict_round_trips_to_dict() -> None:
 def test_from_dict_names_a_missing_key() -> None:
     with pytest.raises(InvalidInputError, match="'columns'"):
         DriftReport.from_dict({"drifted": False, "n_reference": 1, "n_current": 1})
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(-4, 4) | st.floats(-3, 3), min_size=1, max_size=300),
+    st.lists(st.integers(-4, 4) | st.floats(-3, 3), min_size=1, max_size=300),
+    st.integers(2, 9),
+)
+def test_branch_and_bound_ks_statistic_equals_scipy_exactly(
+    a: list[float], b: list[float], step: int
+) -> None:
+    sa, sb = np.sort(np.array(a, dtype=np.float64)), np.sort(np.array(b, dtype=np.float64))
+    old = (drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP)
+    try:
+        drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP = 0, step
+        d = drift.ks_sorted(sa, sb)
+    finally:
+        drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP = old
+    # scipy rounds D to the lattice h / lcm(n, m) in its exact branch: equal up to rounding
+    with warnings.catch_warnings():  # scipy warns about its own p-value on tiny samples
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = stats.ks_2samp(sa, sb).statistic
+    assert d == pytest.approx(expected, abs=1e-12)
+
+
+def test_report_says_which_method_ran_and_round_trips_it() -> None:
+    report = compare_frames(pd.DataFrame({"x": [1.0, 2.0, 3.0]}), pd.DataFrame({"x": [2.0, 4.0]}))
+    body = report.to_dict()
+    assert body["method"] == "exact"
+    assert DriftReport.from_dict(body).method == "exact"

@@ -49,9 +49,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -62,10 +64,12 @@ from closedloop.domain.profiles import (
     ColumnKind,
     bin_counts,
     column_kind,
-    numeric_matrix,
     psi_edges,
 )
 from closedloop.errors import InvalidInputError, SchemaError
+
+if TYPE_CHECKING:
+    from closedloop.domain.sketches import TableSketch
 
 try:  # the exact small-sample branch of scipy.stats.ks_2samp (private, so guarded)
     from scipy.stats._stats_py import _attempt_exact_2kssamp as _scipy_exact_ks
@@ -86,7 +90,13 @@ MAX_UNSEEN_REPORTED = 20
 KS_EXACT_MAX_N = 10_000
 """``scipy.stats.ks_2samp(method="auto")`` is exact when both samples are at most this large."""
 _BLOCK_ELEMENTS = 1 << 21
-"""Pooled values sorted at once by the vectorised KS (bounds peak memory to ~100 MB)."""
+"""Numeric columns are tested in tasks of at most this many pooled values (at least one column
+per task); several tasks run on a small thread pool (numpy sorts and searches release the GIL)."""
+_MAX_THREADS = 4
+_KS_DIRECT_MAX_N = 4096
+"""Pooled sizes up to this evaluate the KS ECDFs at every value; larger ones branch and bound."""
+_KS_GRID_STEP = 64
+"""Every this-many-th sorted value of each sample is a grid point of the KS branch and bound."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +127,8 @@ class ColumnDrift:
     tvd: float | None = None
     unseen_categories: list[str] | None = None
     note: str | None = None
+    error_bound: float | None = None
+    """Sketch path only: bound on ``|statistic - exact D|`` (see :mod:`.sketches`)."""
 
     @property
     def effect_size(self) -> float | None:
@@ -144,6 +156,8 @@ class ColumnDrift:
             body["unseen_categories"] = [str(c) for c in self.unseen_categories or []]
         if self.note is not None:
             body["note"] = self.note
+        if self.error_bound is not None:
+            body["error_bound"] = float(self.error_bound)
         return body
 
     @classmethod
@@ -171,6 +185,7 @@ class ColumnDrift:
             tvd=_opt_float(data.get("tvd")),
             unseen_categories=None if unseen is None else [str(c) for c in unseen],
             note=data.get("note"),
+            error_bound=_opt_float(data.get("error_bound")),
         )
 
 
@@ -184,6 +199,8 @@ class DriftReport:
     alpha: float
     correction: Correction
     columns: list[ColumnDrift] = field(default_factory=list)
+    method: Literal["exact", "sketch"] = "exact"
+    """``"exact"``: every value was tested; ``"sketch"``: KS from KLL sketches (streaming)."""
 
     @property
     def n_drifted(self) -> int:
@@ -222,6 +239,7 @@ class DriftReport:
             "share_drifted": float(self.share_drifted),
             "n_drifted": int(self.n_drifted),
             "columns": [column.to_dict() for column in self.columns],
+            "method": self.method,
         }
 
     @classmethod
@@ -245,6 +263,7 @@ class DriftReport:
             alpha=float(data.get("alpha", DEFAULT_ALPHA)),
             correction=cast(Correction, correction),
             columns=[ColumnDrift.from_dict(item) for item in items],
+            method="sketch" if data.get("method") == "sketch" else "exact",
         )
 
 
@@ -298,37 +317,88 @@ def ks_statistics(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two-sample KS statistics of every column of two 2-D float arrays at once.
 
-    NaNs are ignored per column. Returns ``(D, n_reference, n_current)`` arrays (one entry per
-    column; ``D`` is NaN where a column has no value on one side).
+    NaNs (and +-inf) are ignored per column. Returns ``(D, n_reference, n_current)`` arrays (one
+    entry per column; ``D`` is NaN where a column has no value on one side).
     """
     n_cols = reference.shape[1]
     d = np.full(n_cols, np.nan)
-    n1 = np.sum(~np.isnan(reference), axis=0)
-    n2 = np.sum(~np.isnan(current), axis=0)
-    rows = reference.shape[0] + current.shape[0]
-    block = max(1, _BLOCK_ELEMENTS // max(rows, 1))
-    for start in range(0, n_cols, block):
-        part = slice(start, min(start + block, n_cols))
-        d[part] = _ks_block(reference[:, part], current[:, part], n1[part], n2[part])
+    n1 = np.zeros(n_cols, dtype=np.int64)
+    n2 = np.zeros(n_cols, dtype=np.int64)
+    for j in range(n_cols):
+        a = sorted_finite(reference[:, j])
+        b = sorted_finite(current[:, j])
+        n1[j], n2[j] = a.size, b.size
+        if a.size and b.size:
+            d[j] = ks_sorted(a, b)
     return d, n1, n2
 
 
-def _ks_block(ref: np.ndarray, cur: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> np.ndarray:
-    pooled = np.concatenate([ref, cur], axis=0)
-    order = np.argsort(pooled, axis=0, kind="stable")  # NaNs last
-    values = np.take_along_axis(pooled, order, axis=0)
-    valid = ~np.isnan(values)
-    from_reference = order < ref.shape[0]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cdf1 = np.cumsum(from_reference & valid, axis=0) / n1
-        cdf2 = np.cumsum(~from_reference & valid, axis=0) / n2
-    diffs = cdf1 - cdf2
-    # ECDFs are right-continuous: only the last position of each run of ties is a real step.
-    end_of_run = np.ones_like(valid)
-    end_of_run[:-1] = values[1:] != values[:-1]
-    diffs = np.where(valid & end_of_run, np.abs(diffs), -1.0)
-    d = np.max(diffs, axis=0) if len(diffs) else np.full(ref.shape[1], -1.0)
-    return np.where((n1 > 0) & (n2 > 0), d, np.nan)
+def sorted_finite(values: np.ndarray) -> np.ndarray:
+    """The finite values of a 1-D array as a sorted float64 array (NaN and +-inf dropped)."""
+    column = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(column)
+    if not finite.all():
+        column = column[finite]  # a copy, sorted in place below
+        column.sort()
+        return column
+    return np.sort(column)
+
+
+def ks_sorted(a: np.ndarray, b: np.ndarray) -> float:
+    """The two-sample KS statistic ``D = sup_x |F_a(x) - F_b(x)|`` of two sorted, finite,
+    non-empty float arrays; bit-for-bit the value ``scipy.stats.ks_2samp`` computes.
+
+    The ECDFs are right-continuous, so ``D`` is attained at one of the pooled values ``x``
+    with ``F(x) = searchsorted(sorted, x, side="right") / n`` (exact for ties). Evaluating that
+    at all ``n + m`` values costs ``O((n + m) log(n + m))`` random memory accesses, so large
+    samples are searched branch-and-bound: both ECDFs are evaluated exactly at a grid of every
+    ``_KS_GRID_STEP``-th value of each sample, giving a lower bound ``L`` on ``D``; inside the
+    open interval between two grid values ``g < h`` both ECDFs are monotone, so
+    ``|F_a - F_b| <= max(F_a(h-) - F_b(g), F_b(h-) - F_a(g))``; only the few intervals whose
+    bound can exceed ``L`` are evaluated value by value. The result is exact, not approximate.
+    """
+    n1, n2 = a.size, b.size
+    step = _KS_GRID_STEP
+    if n1 + n2 <= _KS_DIRECT_MAX_N or step <= 1:
+        return max(_ks_at(a, a, b), _ks_at(b, a, b))
+    grid = np.unique(np.concatenate([a[::step], b[::step], a[-1:], b[-1:]]))
+    r1 = np.searchsorted(a, grid, side="right")
+    r2 = np.searchsorted(b, grid, side="right")
+    low = float(np.max(np.abs(r1 / n1 - r2 / n2)))
+    l1 = np.searchsorted(a, grid[1:], side="left")
+    l2 = np.searchsorted(b, grid[1:], side="left")
+    upper = np.maximum(l1 / n1 - r2[:-1] / n2, l2 / n2 - r1[:-1] / n1)
+    open_ = np.flatnonzero(upper >= low - 1e-9)  # margin: rounding can only add work
+    if open_.size == 0:
+        return low
+    inside_a = _ranges(r1[:-1][open_], l1[open_])
+    inside_b = _ranges(r2[:-1][open_], l2[open_])
+    best = low
+    if inside_a.size:
+        best = max(best, _ks_at(a[inside_a], a, b))
+    if inside_b.size:
+        best = max(best, _ks_at(b[inside_b], a, b))
+    return best
+
+
+def _ks_at(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """``max |F_a(x) - F_b(x)|`` over the values ``x`` of ``points`` (scipy's arithmetic)."""
+    cdf1 = np.searchsorted(a, points, side="right") / a.size
+    cdf2 = np.searchsorted(b, points, side="right") / b.size
+    return float(np.max(np.abs(cdf1 - cdf2)))
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(start, stop)`` for every pair (empty ranges skipped)."""
+    lengths = np.maximum(stops - starts, 0)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    result: np.ndarray = np.arange(total, dtype=np.int64) + offsets
+    return result
 
 
 def ks_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -431,7 +501,19 @@ def compare_frames(
                 reference[name], current[name], str(name), alpha, chi2_floor
             )
 
-    ordered = [results[name] for name in names]
+    return _verdict(
+        [results[name] for name in names], len(reference), len(current), alpha, correction
+    )
+
+
+def _verdict(
+    ordered: list[ColumnDrift],
+    n_reference: int,
+    n_current: int,
+    alpha: float,
+    correction: Correction,
+    method: Literal["exact", "sketch"] = "exact",
+) -> DriftReport:
     tested = [item for item in ordered if item.p_value is not None]
     adjusted = adjust_p_values([cast(float, item.p_value) for item in tested], correction)
     for item, p_adj in zip(tested, adjusted, strict=True):
@@ -440,12 +522,101 @@ def compare_frames(
         item.drifted = bool(p_adj < alpha and effect is not None and effect >= item.effect_floor)
     return DriftReport(
         drifted=any(item.drifted for item in ordered),
-        n_reference=len(reference),
-        n_current=len(current),
+        n_reference=n_reference,
+        n_current=n_current,
         alpha=alpha,
         correction=correction,
         columns=ordered,
+        method=method,
     )
+
+
+def compare_sketches(
+    reference: TableSketch,
+    current: TableSketch,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    correction: Correction = "bonferroni",
+    psi_bins: int = 10,
+    ks_floor: float = DEFAULT_KS_FLOOR,
+    chi2_floor: float = DEFAULT_CHI2_FLOOR,
+) -> DriftReport:
+    """Drift report from two :class:`~closedloop.domain.sketches.TableSketch` (the streaming
+    path, ``method="sketch"``). Numeric columns: KS ``D`` and its p-value from the KLL sketches
+    with a per-column ``error_bound`` on ``|D - D_exact|``; categorical columns: the exact
+    chi-square test on the exact counts. Same correction and effect-size floors as
+    :func:`compare_frames`. Both sketches must have the same columns and kinds."""
+    from closedloop.domain.sketches import NumericSketch, sketch_ks, sketch_psi
+
+    alpha = _check_float(alpha, "alpha", low=0.0, high=1.0, closed=False)
+    ks_floor = _check_float(ks_floor, "ks_floor", low=0.0, high=1.0, closed=True)
+    chi2_floor = _check_float(chi2_floor, "chi2_floor", low=0.0, high=1.0, closed=True)
+    if correction not in CORRECTIONS:
+        raise InvalidInputError(
+            f"correction must be one of {list(CORRECTIONS)}. Got {correction!r} instead."
+        )
+    if reference.kinds != current.kinds:
+        raise SchemaError(
+            "The reference and current sketches have different columns or kinds: "
+            f"{reference.kinds} and {current.kinds}."
+        )
+    if reference.n_rows == 0 or current.n_rows == 0:
+        raise InvalidInputError("drift needs at least one row in each window.")
+    ordered = []
+    for name, ref in reference.columns.items():
+        cur = current.columns[name]
+        if isinstance(ref, NumericSketch) and isinstance(cur, NumericSketch):
+            a, b = ref.count, cur.count
+            if a == 0 or b == 0:
+                side = "reference" if a == 0 else "current"
+                note = f"no non-null finite values in the {side} window; not tested"
+                ordered.append(
+                    ColumnDrift(
+                        name,
+                        "numeric",
+                        "ks",
+                        None,
+                        None,
+                        None,
+                        alpha,
+                        ks_floor,
+                        None,
+                        False,
+                        a,
+                        b,
+                        note=note,
+                    )
+                )
+                continue
+            d, p, bound = sketch_ks(ref, cur)
+            ordered.append(
+                ColumnDrift(
+                    column=name,
+                    kind="numeric",
+                    test="ks",
+                    statistic=d,
+                    p_value=p,
+                    p_value_adjusted=None,
+                    threshold=alpha,
+                    effect_floor=ks_floor,
+                    psi=sketch_psi(ref, cur, psi_bins),
+                    drifted=False,
+                    n_reference=a,
+                    n_current=b,
+                    error_bound=bound,
+                )
+            )
+        else:
+            ordered.append(
+                _categorical_from_counts(
+                    pd.Series(cast(Any, ref).counts, dtype=np.float64),
+                    pd.Series(cast(Any, cur).counts, dtype=np.float64),
+                    name,
+                    alpha,
+                    chi2_floor,
+                )
+            )
+    return _verdict(ordered, reference.n_rows, current.n_rows, alpha, correction, "sketch")
 
 
 def _numeric_results(
@@ -458,25 +629,30 @@ def _numeric_results(
 ) -> dict[Any, ColumnDrift]:
     if not names:
         return {}
-    ref = numeric_matrix(reference, names)
-    cur = numeric_matrix(current, names)
-    d, n1, n2 = ks_statistics(ref, cur)
+    rows = len(reference) + len(current)
+    per_task = max(1, _BLOCK_ELEMENTS // max(rows, 1))
+    tasks = [names[i : i + per_task] for i in range(0, len(names), per_task)]
+
+    def run(task: list[Any]) -> list[tuple[float, int, int, float | None]]:
+        return [_numeric_column(reference[name], current[name], psi_bins) for name in task]
+
+    workers = min(len(tasks), _MAX_THREADS, os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outcomes = [item for part in pool.map(run, tasks) for item in part]
+    else:
+        outcomes = [item for task in tasks for item in run(task)]
+    d = np.array([o[0] for o in outcomes], dtype=np.float64)
+    n1 = np.array([o[1] for o in outcomes], dtype=np.int64)
+    n2 = np.array([o[2] for o in outcomes], dtype=np.int64)
     d, p = ks_p_values(d, n1, n2)
-    ref_sorted = np.sort(ref, axis=0)
-    cur_sorted = np.sort(cur, axis=0)
     results = {}
     for j, name in enumerate(names):
         a, b = int(n1[j]), int(n2[j])
         note = None
-        psi_value = None
         if a == 0 or b == 0:
             side = "reference" if a == 0 else "current"
             note = f"no non-null finite values in the {side} window; not tested"
-        else:
-            edges = psi_edges(ref_sorted[:, j], a, psi_bins)
-            psi_value = psi(
-                bin_counts(ref_sorted[:, j], a, edges), bin_counts(cur_sorted[:, j], b, edges)
-            )
         results[name] = ColumnDrift(
             column=str(name),
             kind="numeric",
@@ -486,7 +662,7 @@ def _numeric_results(
             p_value_adjusted=None,
             threshold=alpha,
             effect_floor=ks_floor,
-            psi=psi_value,
+            psi=None if note else outcomes[j][3],
             drifted=False,
             n_reference=a,
             n_current=b,
@@ -495,11 +671,39 @@ def _numeric_results(
     return results
 
 
+def _numeric_column(
+    reference: pd.Series[Any], current: pd.Series[Any], psi_bins: int
+) -> tuple[float, int, int, float | None]:
+    """``(D, n_reference, n_current, psi)`` of one numeric column: each side is sorted once
+    (finite values only) and the sorted reference gives the PSI bin edges and both bin counts."""
+    a = sorted_finite(_float_values(reference))
+    b = sorted_finite(_float_values(current))
+    if a.size == 0 or b.size == 0:
+        return math.nan, a.size, b.size, None
+    edges = psi_edges(a, a.size, psi_bins)
+    psi_value = psi(bin_counts(a, a.size, edges), bin_counts(b, b.size, edges))
+    return ks_sorted(a, b), a.size, b.size, psi_value
+
+
+def _float_values(series: pd.Series[Any]) -> np.ndarray:
+    """The column as float64 with nulls as NaN (no copy for a float64 column without nulls)."""
+    if series.dtype == np.float64:
+        values: np.ndarray = series.to_numpy()
+        return values
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _categorical_result(
     reference: pd.Series[Any], current: pd.Series[Any], name: str, alpha: float, floor: float
 ) -> ColumnDrift:
-    ref_counts = _counts_with_nulls(reference)
-    cur_counts = _counts_with_nulls(current)
+    return _categorical_from_counts(
+        _counts_with_nulls(reference), _counts_with_nulls(current), name, alpha, floor
+    )
+
+
+def _categorical_from_counts(
+    ref_counts: pd.Series[Any], cur_counts: pd.Series[Any], name: str, alpha: float, floor: float
+) -> ColumnDrift:
     table = pd.concat([ref_counts, cur_counts], axis=1, sort=False).fillna(0.0)
     observed = table.to_numpy(dtype=np.float64).T  # 2 x k
     statistic, p_value = chi2_homogeneity(observed)
@@ -655,7 +859,10 @@ __all__ = [
     "adjust_p_values",
     "chi2_homogeneity",
     "compare_frames",
+    "compare_sketches",
     "ks_p_values",
+    "ks_sorted",
     "ks_statistics",
     "psi",
+    "sorted_finite",
 ]
