@@ -28,7 +28,7 @@ class Served:
     rows: pd.DataFrame
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, "the server exited"
@@ -41,22 +41,18 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise TimeoutError("server not ready")
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    url_db = f"sqlite:///{tmp_path / '.closedloop' / 'metadata.db'}"
-    ws = make_workspace(tmp_path, url_db, str(tmp_path / ".closedloop" / "artifacts"))
-    frame = loans(500)
-    X = features(frame)
-    registry.register_version(ws, "loans", fit_model(frame), X)
-    registry.register_version(ws, "loans", fit_model(frame, invert=True), X)
-    registry.set_alias(ws, "loans", "production", 1)
+def start_server(
+    folder: Path, metadata_url: str, artifacts_url: str, *, poll_interval: float = 0.1
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`closedloop serve` in its own process on a free loopback port; its log goes to a file."""
     port = free_port()
     env = {
         **os.environ,
         "CLOSEDLOOP_SERVER_FLUSH_INTERVAL": "0.2",
-        "CLOSEDLOOP_STORE_METADATA_URL": url_db,
-        "CLOSEDLOOP_STORE_ARTIFACTS_URL": str(tmp_path / ".closedloop" / "artifacts"),
+        "CLOSEDLOOP_STORE_METADATA_URL": metadata_url,
+        "CLOSEDLOOP_STORE_ARTIFACTS_URL": artifacts_url,
     }
+    log = (folder / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -66,19 +62,36 @@ def served(tmp_path: Path) -> Iterator[Served]:
             "--port",
             str(port),
             "--poll-interval",
-            "0.1",
+            str(poll_interval),
         ],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
+    log.close()
+    return process, f"http://127.0.0.1:{port}"
+
+
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    url_db = f"sqlite:///{tmp_path / '.closedloop' / 'metadata.db'}"
+    ws = make_workspace(tmp_path, url_db, str(tmp_path / ".closedloop" / "artifacts"))
+    frame = loans(500)
+    X = features(frame)
+    registry.register_version(ws, "loans", fit_model(frame), X)
+    registry.register_version(ws, "loans", fit_model(frame, invert=True), X)
+    registry.set_alias(ws, "loans", "production", 1)
+    process, url = start_server(tmp_path, url_db, str(tmp_path / ".closedloop" / "artifacts"))
     try:
-        _wait_ready(url, process)
+        wait_ready(url, process)
         yield Served(ws=ws, url=url, process=process, rows=X)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
+        stop_server(process)
         ws.close()

@@ -465,6 +465,15 @@ COMMANDS = [
     ["serve"],
     ["drift"],
     ["monitor"],
+    ["report"],
+    ["rollout"],
+    ["rollout", "start"],
+    ["rollout", "status"],
+    ["rollout", "evaluate"],
+    ["rollout", "promote"],
+    ["rollout", "abort"],
+    ["rollout", "advance"],
+    ["rollout", "stop-shadow"],
     ["db"],
     ["db", "upgrade"],
     ["db", "current"],
@@ -480,6 +489,9 @@ JSON_COMMANDS = [
     ["rollback"],
     ["drift"],
     ["monitor"],
+    ["rollout", "start"],
+    ["rollout", "status"],
+    ["rollout", "evaluate"],
 ]
 
 

@@ -416,3 +416,24 @@ def test_a_damaged_file_is_reported_by_name(log: PredictionLog, tmp_path: Path) 
     part.write_bytes(b"not parquet")
     with pytest.raises(StoreError, match=part.name):
         log.read("m")
+
+
+def test_requests_carry_latency_status_and_role_and_failures_are_logged(log: PredictionLog) -> None:
+    rows = pd.DataFrame({"age": [30, 40]})
+    log.append("m", 1, "ok-1", rows, np.array([0, 1]), np.array([0.2, 0.9]), latency_ms=3.5)
+    log.append("m", 2, "ok-1", rows, np.array([1, 1]), None, latency_ms=7.0, role="shadow")
+    log.append_failure("m", 1, "failed-1", status=500, latency_ms=12.0)
+    log.flush()
+    frame = log.read("m")
+    assert len(frame) == 5
+    primary = frame[frame["_role"] == "primary"]
+    assert sorted(primary["_status"].tolist()) == [200, 200, 500]
+    failed = frame[frame["_status"] == 500]
+    assert failed["_request_id"].tolist() == ["failed-1"]
+    assert failed["_latency_ms"].tolist() == [12.0]
+    assert failed["_prediction"].isna().all()
+    shadow = frame[frame["_role"] == "shadow"]
+    assert shadow["_version"].tolist() == [2, 2]
+    assert shadow["_request_id"].tolist() == ["ok-1", "ok-1"]
+    with pytest.raises(InvalidInputError, match="role"):
+        log.append("m", 1, "x", rows, np.array([0, 1]), None, role="canary")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,6 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from closedloop.domain.model import LoadedVersion
 from closedloop.domain.signature import infer_signature
 from closedloop.server import create_app
+from closedloop.storage.feedback import FeedbackLog
 from closedloop.testing.hosts import StaticModelHost
 
 
@@ -21,7 +24,8 @@ def _app():  # type: ignore[no-untyped-def]
     frame = pd.DataFrame({"x": rng.normal(size=100), "n": rng.integers(0, 5, size=100)})
     model = LogisticRegression().fit(frame, (frame["x"] > 0).astype(int))
     loaded = LoadedVersion("churn", 1, "0" * 64, infer_signature(frame), model)
-    return create_app(StaticModelHost({"churn": loaded}))
+    feedback = FeedbackLog(tempfile.mkdtemp(prefix="closedloop-fuzz-"))
+    return create_app(StaticModelHost({"churn": loaded}), feedback_log=feedback)
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())

@@ -88,6 +88,9 @@ class RecordingSink:
         inputs: pd.DataFrame,
         labels: np.ndarray,
         scores: np.ndarray | None,
+        *,
+        latency_ms: float | None = None,
+        role: str = "primary",
     ) -> None:
         self.calls.append(
             {
@@ -97,6 +100,22 @@ class RecordingSink:
                 "inputs": inputs,
                 "labels": labels,
                 "scores": scores,
+                "latency_ms": latency_ms,
+                "role": role,
+            }
+        )
+
+    def append_failure(
+        self, model: str, version: int, request_id: str, *, status: int, latency_ms: float
+    ) -> None:
+        self.calls.append(
+            {
+                "model": model,
+                "version": version,
+                "request_ids": request_id,
+                "status": status,
+                "latency_ms": latency_ms,
+                "role": "primary",
             }
         )
 
@@ -568,3 +587,110 @@ def test_inputs_found_by_fuzzing_get_a_4xx_not_a_500(
     answer = post_json(client, url, body)
     assert 400 <= answer.status_code < 500, answer.text
     assert answer.json()  # still a JSON error body
+
+
+# --- canary routing and shadow mirroring ---------------------------------------------------
+
+
+def _served_versions(client: InProcessClient, keys: list[str]) -> list[str]:
+    answers = [
+        post_json(
+            client,
+            "/models/churn/invocations",
+            {"dataframe_records": records()},
+            headers={"X-Routing-Key": key},
+        )
+        for key in keys
+    ]
+    assert all(a.status_code == 200 for a in answers)
+    return [a.headers["x-model-version"] for a in answers]
+
+
+def test_a_canary_gets_its_share_of_callers_and_each_caller_stays_on_its_side(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    host.set_canary("churn", models.version(models.churn, 4), 0.2)
+    keys = [f"user-{i}" for i in range(600)]
+    first = _served_versions(client, keys)
+    share = first.count("4") / len(first)
+    assert 0.14 < share < 0.26  # 20 % ± three standard errors of 600 draws
+    assert _served_versions(client, keys[:100]) == first[:100]  # sticky per key
+    host.set_canary("churn", models.version(models.churn, 4), 0.5)
+    wider = _served_versions(client, keys)
+    moved_back = [k for k, a, b in zip(keys, first, wider, strict=True) if a == "4" and b != "4"]
+    assert moved_back == []  # raising the weight only moves callers onto the canary
+
+
+def test_without_a_routing_key_the_request_id_decides(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    host.set_canary("churn", models.version(models.churn, 4), 1.0)
+    assert _served_versions(client, [""])[0] == "4"
+    host.set_canary("churn", None)
+    assert _served_versions(client, ["anyone"])[0] == "3"
+
+
+def test_a_shadow_gets_a_copy_of_every_request_logged_but_never_returned(
+    models: Models,
+) -> None:
+    import time as _time
+
+    host = StaticModelHost({"churn": models.churn})
+    host.set_shadow("churn", models.version(models.churn, 9))
+    sink = RecordingSink()
+    client = InProcessClient(create_app(host, prediction_log=sink))
+    ids = [f"req-{i}" for i in range(20)]
+    for request_id in ids:
+        answer = post_json(
+            client,
+            "/models/churn/invocations",
+            {"dataframe_records": records()},
+            headers={"X-Request-ID": request_id},
+        )
+        assert answer.headers["x-model-version"] == "3"
+    deadline = _time.monotonic() + 10
+    while _time.monotonic() < deadline and sum(c["role"] == "shadow" for c in sink.calls) < 20:
+        _time.sleep(0.02)
+    shadow = [c for c in sink.calls if c["role"] == "shadow"]
+    primary = [c for c in sink.calls if c["role"] == "primary"]
+    assert sorted(c["request_ids"] for c in shadow) == sorted(ids)
+    assert {c["version"] for c in shadow} == {9}
+    assert {c["version"] for c in primary} == {3}
+    assert all(c["latency_ms"] is not None and c["latency_ms"] >= 0 for c in sink.calls)
+
+
+def test_a_failed_prediction_is_logged_as_a_failure(models: Models) -> None:
+    class Broken:
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            raise RuntimeError("boom")
+
+    broken = LoadedVersion("churn", 5, "5" * 64, models.churn.signature, Broken())
+    sink = RecordingSink()
+    client = InProcessClient(create_app(StaticModelHost({"churn": broken}), prediction_log=sink))
+    answer = post_json(client, "/models/churn/invocations", {"dataframe_records": records()})
+    assert answer.status_code == 500
+    assert [(c["version"], c.get("status")) for c in sink.calls] == [(5, 500)]
+
+
+def test_labels_posted_by_request_id_land_in_the_feedback_log(
+    host: StaticModelHost, tmp_path: Any
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    log = FeedbackLog(str(tmp_path / "feedback"))
+    client = InProcessClient(create_app(host, feedback_log=log))
+    single = post_json(client, "/models/churn/feedback", {"request_id": "r1", "label": 1})
+    assert single.status_code == 200
+    assert single.json() == {"accepted": 1}
+    batch = {"labels": [{"request_id": "r2", "label": 0}, {"request_id": "r3", "label": 1}]}
+    assert post_json(client, "/models/churn/feedback", batch).json() == {"accepted": 2}
+    stored = log.read("churn").sort_values("_request_id")
+    assert stored["_request_id"].tolist() == ["r1", "r2", "r3"]
+    assert stored["_label"].tolist() == [1, 0, 1]
+    assert (
+        post_json(client, "/models/nope/feedback", {"request_id": "r", "label": 1}).status_code
+        == 404
+    )
+    bad = post_json(client, "/models/churn/feedback", {"labels": [{"label": 1}]})
+    assert bad.status_code == 400
+    assert "request_id" in bad.text

@@ -30,11 +30,25 @@ correction_option = click.option(
 )
 
 
+def _extras_options(func: Any) -> Any:
+    func = click.option(
+        "--no-multivariate",
+        is_flag=True,
+        help="Skip the domain-classifier test of joint drift (faster).",
+    )(func)
+    return click.option(
+        "--no-quality", is_flag=True, help="Skip the data-quality signals (faster)."
+    )(func)
+
+
 def _options(
     alpha: float | None,
     correction: str | None,
     columns: tuple[str, ...] = (),
     categorical: tuple[str, ...] = (),
+    *,
+    no_multivariate: bool = False,
+    no_quality: bool = False,
 ) -> Any:
     from closedloop.services.monitoring import DriftOptions
 
@@ -44,6 +58,8 @@ def _options(
         correction=correction or cfg.correction,
         columns=columns or None,
         categorical=categorical or None,
+        multivariate=not no_multivariate,
+        quality=not no_quality,
     )
 
 
@@ -91,6 +107,7 @@ def _num(value: float | None) -> str:
     default=None,
     help="Also write a self-contained HTML report (opens offline) to this file.",
 )
+@_extras_options
 @json_option
 @command_runner
 def drift_cmd(
@@ -101,16 +118,28 @@ def drift_cmd(
     alpha: float | None,
     correction: str | None,
     html_path: Path | None,
+    no_multivariate: bool,
+    no_quality: bool,
     as_json: bool,
 ) -> None:
     """Compare two data files (parquet or csv): per-column tests and a dataset verdict.
 
-    Numeric columns: Kolmogorov-Smirnov (with PSI reported); categorical: chi-square. P-values
-    are corrected across columns. Exits 1 when drift is found, 0 when not, 2 on error.
+    Numeric columns: Kolmogorov-Smirnov (PSI, Wasserstein and Jensen-Shannon distances
+    reported); categorical: chi-square (PSI, Jensen-Shannon, total variation, unseen categories).
+    P-values are corrected across columns. A domain classifier tests joint drift; data-quality
+    signals are reported. Exits 1 when drift is found, 0 when not, 2 on error.
     """
     from closedloop.services.monitoring import drift_files
 
-    report = drift_files(reference, current, _options(alpha, correction, columns, categorical))
+    options = _options(
+        alpha,
+        correction,
+        columns,
+        categorical,
+        no_multivariate=no_multivariate,
+        no_quality=no_quality,
+    )
+    report = drift_files(reference, current, options)
     if html_path is not None:
         _write_html(html_path, report, reference, current, list(columns) or None)
     if as_json:
@@ -156,6 +185,7 @@ def _write_html(
 )
 @alpha_option
 @correction_option
+@_extras_options
 @json_option
 @command_runner
 def monitor_cmd(
@@ -164,6 +194,8 @@ def monitor_cmd(
     window: int | None,
     alpha: float | None,
     correction: str | None,
+    no_multivariate: bool,
+    no_quality: bool,
     as_json: bool,
 ) -> None:
     """Check MODEL's latest logged traffic against its version's training reference.
@@ -175,7 +207,11 @@ def monitor_cmd(
     from closedloop.services.monitors import run_monitor
 
     result = run_monitor(
-        workspace(), model, version=version, window_rows=window, options=_options(alpha, correction)
+        workspace(),
+        model,
+        version=version,
+        window_rows=window,
+        options=_options(alpha, correction, no_multivariate=no_multivariate, no_quality=no_quality),
     )
     check = result.check
     if as_json:

@@ -70,7 +70,9 @@ def serve_cmd(
         model_host.stop()
         log.close()  # everything acknowledged is written before the process exits
 
-    app = create_app(model_host, prediction_log=log, on_shutdown=shutdown)
+    app = create_app(
+        model_host, prediction_log=log, on_shutdown=shutdown, feedback_log=ws.feedback_log()
+    )
     say(
         f"closedloop serving {', '.join(model_host.names()) or 'no models yet'} "
         f"on http://{host}:{port}"

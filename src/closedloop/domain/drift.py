@@ -129,6 +129,10 @@ class ColumnDrift:
     note: str | None = None
     error_bound: float | None = None
     """Sketch path only: bound on ``|statistic - exact D|`` (see :mod:`.sketches`)."""
+    wasserstein: float | None = None
+    """Numeric only: W1 distance divided by the reference standard deviation."""
+    js: float | None = None
+    """Jensen-Shannon distance (base 2) on reference-quantile bins or on the categories."""
 
     @property
     def effect_size(self) -> float | None:
@@ -158,6 +162,10 @@ class ColumnDrift:
             body["note"] = self.note
         if self.error_bound is not None:
             body["error_bound"] = float(self.error_bound)
+        if self.wasserstein is not None:
+            body["wasserstein"] = _opt_float(self.wasserstein)
+        if self.js is not None:
+            body["js"] = _opt_float(self.js)
         return body
 
     @classmethod
@@ -186,6 +194,8 @@ class ColumnDrift:
             unseen_categories=None if unseen is None else [str(c) for c in unseen],
             note=data.get("note"),
             error_bound=_opt_float(data.get("error_bound")),
+            wasserstein=_opt_float(data.get("wasserstein")),
+            js=_opt_float(data.get("js")),
         )
 
 
@@ -201,6 +211,10 @@ class DriftReport:
     columns: list[ColumnDrift] = field(default_factory=list)
     method: Literal["exact", "sketch"] = "exact"
     """``"exact"``: every value was tested; ``"sketch"``: KS from KLL sketches (streaming)."""
+    multivariate: dict[str, Any] | None = None
+    """The domain-classifier result (:mod:`.multivariate`), when it ran."""
+    quality: dict[str, Any] | None = None
+    """Data-quality signals per column (:mod:`.quality`), when computed."""
 
     @property
     def n_drifted(self) -> int:
@@ -240,6 +254,8 @@ class DriftReport:
             "n_drifted": int(self.n_drifted),
             "columns": [column.to_dict() for column in self.columns],
             "method": self.method,
+            **({"multivariate": self.multivariate} if self.multivariate is not None else {}),
+            **({"quality": self.quality} if self.quality is not None else {}),
         }
 
     @classmethod
@@ -264,6 +280,8 @@ class DriftReport:
             correction=cast(Correction, correction),
             columns=[ColumnDrift.from_dict(item) for item in items],
             method="sketch" if data.get("method") == "sketch" else "exact",
+            multivariate=data.get("multivariate"),
+            quality=data.get("quality"),
         )
 
 

@@ -312,25 +312,26 @@ def _numeric_quality(
 ) -> dict[Any, ColumnQuality]:
     if not names:
         return {}
-    ref = numeric_matrix(reference, names)
-    cur = np.empty((len(current), len(names)), dtype=np.float64)
+    k = len(names)
+    ref_count = np.zeros(k, dtype=np.int64)
+    cur_count = np.zeros(k, dtype=np.int64)
+    out_count = np.zeros(k, dtype=np.int64)
+    lows = np.full(k, np.inf)
+    highs = np.full(k, -np.inf)
     violations: dict[int, tuple[int, int, list[str]]] = {}
-    for j, name in enumerate(names):
+    for j, name in enumerate(names):  # one contiguous column at a time: no 2-D copies
+        ref = numeric_matrix(reference, [name])[:, 0]
+        ref = ref[np.isfinite(ref)]
+        ref_count[j] = ref.size
+        if ref.size:
+            lows[j], highs[j] = ref.min(), ref.max()
         values, bad = _parse_numeric(current[name])
-        cur[:, j] = values
         if bad is not None:
             examples = _first_distinct(current[name].to_numpy(dtype=object)[bad], max_examples)
             violations[j] = (int(bad.sum()), int(current[name].notna().sum()), examples)
-    cur[~np.isfinite(cur)] = np.nan
-
-    ref_valid = ~np.isnan(ref)
-    cur_valid = ~np.isnan(cur)
-    ref_count = ref_valid.sum(axis=0)
-    cur_count = cur_valid.sum(axis=0)
-    lows = np.min(np.where(ref_valid, ref, np.inf), axis=0)
-    highs = np.max(np.where(ref_valid, ref, -np.inf), axis=0)
-    outside = cur_valid & ((cur < lows) | (cur > highs))
-    out_count = outside.sum(axis=0)
+        cur = values[np.isfinite(values)]
+        cur_count[j] = cur.size
+        out_count[j] = np.count_nonzero((cur < lows[j]) | (cur > highs[j]))
 
     results = {}
     for j, name in enumerate(names):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -22,9 +23,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 
 from closedloop.errors import InvalidInputError, UserCodeError
-from closedloop.server import errors, mlflow, oip
+from closedloop.server import errors, feedback, mlflow, oip
 from closedloop.server.metrics import MetricsMiddleware, ServerMetrics
 from closedloop.server.payloads import Columns
+from closedloop.server.shadow import ShadowMirror
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,6 +52,9 @@ class PredictionSink(Protocol):
         inputs: pd.DataFrame,
         labels: np.ndarray[Any, Any],
         scores: np.ndarray[Any, Any] | None,
+        *,
+        latency_ms: float | None = None,
+        role: str = "primary",
     ) -> None:
         """Record one request's rows; all rows share the one request id."""
         ...
@@ -63,17 +68,31 @@ def closedloop_version() -> str:
         return "0.0.0+unknown"
 
 
+ROUTING_KEY_HEADER = "X-Routing-Key"
+
+
 @dataclass
 class ServerContext:
-    """What the routes share: the host, the optional sink and the server name."""
+    """What the routes share: the host, the optional sink, the shadow mirror and the name."""
 
     host: ModelHost
     sink: PredictionSink | None
     name: str
+    mirror: ShadowMirror | None = None
+    feedback: Any = None
+    """A :class:`closedloop.storage.feedback.FeedbackLog`, when labels can be posted."""
 
     def resolve(self, request: Request, name: str, version: int | None = None) -> LoadedVersion:
-        """The version answering for ``name`` (or that exact version); tagged on the response."""
-        loaded = self.host.get(name) if version is None else self.host.get_version(name, version)
+        """The version answering this request; tagged on the response.
+
+        Without a version, the caller's routing key (``X-Routing-Key``, else the request id)
+        picks a side of a running canary, stickily.
+        """
+        if version is not None:
+            loaded = self.host.get_version(name, version)
+        else:
+            key = request.headers.get(ROUTING_KEY_HEADER) or request.state.request_id
+            loaded = self.host.route(name, key)
         request.state.model_name = loaded.model
         request.state.model_version = loaded.version
         return loaded
@@ -83,10 +102,11 @@ class ServerContext:
     ) -> Prediction:
         """Parse, coerce, predict and record, off the event loop."""
         request_id: str = request.state.request_id
-        return await run_in_threadpool(self._predict, loaded, parse, request_id)
+        started: float = getattr(request.state, "started", time.perf_counter())
+        return await run_in_threadpool(self._predict, loaded, parse, request_id, started)
 
     def _predict(
-        self, loaded: LoadedVersion, parse: Callable[[], Columns], request_id: str
+        self, loaded: LoadedVersion, parse: Callable[[], Columns], request_id: str, started: float
     ) -> Prediction:
         frame = loaded.signature.frame_from_columns(parse())
         if frame.empty:
@@ -94,6 +114,7 @@ class ServerContext:
         try:
             prediction = loaded.predict(frame)
         except Exception as exc:
+            self._record_failure(loaded, request_id, started)
             raise UserCodeError(
                 f"model {loaded.model!r} version {loaded.version} failed to predict: "
                 f"{type(exc).__name__}: {exc}",
@@ -109,10 +130,28 @@ class ServerContext:
                     frame,
                     prediction.labels,
                     prediction.scores,
+                    latency_ms=(time.perf_counter() - started) * 1000,
                 )
             except Exception:  # recording must never fail a served prediction
                 logger.exception("prediction sink failed for request %s", request_id)
+        shadow = self.host.shadow(loaded.model)
+        if shadow is not None and self.mirror is not None and shadow.version != loaded.version:
+            self.mirror.submit(shadow, frame, request_id)
         return prediction
+
+    def _record_failure(self, loaded: LoadedVersion, request_id: str, started: float) -> None:
+        record = getattr(self.sink, "append_failure", None)
+        if callable(record):
+            try:
+                record(
+                    loaded.model,
+                    loaded.version,
+                    request_id,
+                    status=500,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+            except Exception:
+                logger.exception("could not log the failure of request %s", request_id)
 
 
 class RequestIdMiddleware:
@@ -128,6 +167,7 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = incoming[:200] or uuid.uuid4().hex
+        state["started"] = time.perf_counter()
 
         async def tagged(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -143,17 +183,23 @@ def create_app(
     prediction_log: PredictionSink | None = None,
     server_name: str = "closedloop",
     on_shutdown: Callable[[], None] | None = None,
+    feedback_log: Any = None,
 ) -> FastAPI:
     """An ASGI app serving ``host``'s models over OIP v2 and the MLflow scoring protocol.
 
     ``on_shutdown`` runs when the ASGI server shuts down (e.g. on SIGTERM), after the last request:
     the place to flush the prediction log.
     """
-    ctx = ServerContext(host=host, sink=prediction_log, name=server_name)
+    mirror = ShadowMirror(prediction_log)
+    ctx = ServerContext(
+        host=host, sink=prediction_log, name=server_name, mirror=mirror, feedback=feedback_log
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        mirror.drain()
+        mirror.close()
         if on_shutdown is not None:
             on_shutdown()
 
@@ -170,6 +216,8 @@ def create_app(
     app.include_router(oip.router(ctx, closedloop_version()))
     app.include_router(mlflow.router(ctx, closedloop_version()))
     app.include_router(server_metrics.router())
+    if feedback_log is not None:
+        app.include_router(feedback.router(ctx))
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=server_metrics)
     app.add_middleware(RequestIdMiddleware)

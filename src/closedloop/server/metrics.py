@@ -48,11 +48,19 @@ class _StateCollector(Collector):
         )
         for name in self.ctx.host.names():
             try:
-                loaded = self.ctx.host.get(name)
-            except Exception:  # a model unloaded between names() and get()
+                shares = self.ctx.host.weights(name)
+            except Exception:  # a model unloaded between names() and weights()
                 continue
-            weights.add_metric([name, str(loaded.version)], 1.0)
+            for version, share in shares.items():
+                weights.add_metric([name, str(version)], share)
         yield weights
+        if self.ctx.mirror is not None:
+            for what, value in self.ctx.mirror.stats.items():
+                family = GaugeMetricFamily(
+                    f"closedloop_shadow_{what}", f"Shadow copies {what} since start."
+                )
+                family.add_metric([], float(value))
+                yield family
         stats = getattr(self.ctx.sink, "stats", None)
         if isinstance(stats, dict):
             backlog = GaugeMetricFamily(

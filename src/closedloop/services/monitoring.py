@@ -32,22 +32,28 @@ class DriftOptions:
     correction: str = "bonferroni"
     columns: tuple[str, ...] | None = None
     categorical: tuple[str, ...] | None = None
+    multivariate: bool = True
+    """Also run the domain-classifier test (it counts in the verdict)."""
+    quality: bool = True
+    """Also report data-quality signals (not counted in the verdict)."""
 
 
 def compare(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOptions) -> DriftReport:
-    from closedloop.domain.drift import compare_frames
+    from closedloop.domain.assessment import assess
 
     if options.correction not in ("bonferroni", "bh"):
         raise InvalidInputError(
             f"correction must be 'bonferroni' or 'bh'. Got {options.correction!r} instead."
         )
-    return compare_frames(
+    return assess(
         reference,
         current,
         columns=list(options.columns) if options.columns else None,
         categorical=list(options.categorical) if options.categorical else None,
         alpha=options.alpha,
         correction="bh" if options.correction == "bh" else "bonferroni",
+        multivariate=options.multivariate,
+        quality=options.quality,
     )
 
 

@@ -56,8 +56,21 @@ from closedloop.errors import ConfigError, InvalidInputError, StoreError
 
 logger = logging.getLogger(__name__)
 
-META_COLUMNS: tuple[str, ...] = ("_request_id", "_version", "_ts", "_prediction", "_score")
-"""Columns the log adds to every row (input columns may not use these names)."""
+META_COLUMNS: tuple[str, ...] = (
+    "_request_id",
+    "_version",
+    "_ts",
+    "_prediction",
+    "_score",
+    "_latency_ms",
+    "_status",
+    "_role",
+)
+"""Columns the log adds to every row (input columns may not use these names). ``_latency_ms``
+is the request's server-side latency (NaN when unknown), ``_status`` its HTTP status (a failed
+request is one row without inputs or prediction), ``_role`` ``"primary"`` for the answer the
+caller got or ``"shadow"`` for a mirrored candidate's answer that was never returned."""
+ROLES = ("primary", "shadow")
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
@@ -79,6 +92,9 @@ class _Entry:
     inputs: pd.DataFrame | None = None
     labels: np.ndarray | None = None
     scores: np.ndarray | None = None
+    latency_ms: float = math.nan
+    status: int = 200
+    role: str = "primary"
     built: pd.DataFrame | None = field(default=None, repr=False)
 
     def signature(self) -> tuple[Any, ...]:
@@ -120,6 +136,9 @@ def _build(entries: list[_Entry]) -> pd.DataFrame:
     data["_ts"] = pd.Series(ts).dt.tz_localize("UTC")
     data["_prediction"] = np.concatenate([e.labels for e in entries if e.labels is not None])
     data["_score"] = scores
+    data["_latency_ms"] = np.repeat(np.array([e.latency_ms for e in entries], dtype=float), rows)
+    data["_status"] = np.repeat(np.array([e.status for e in entries], dtype=np.int64), rows)
+    data["_role"] = np.repeat(np.array([e.role for e in entries], dtype=object), rows)
     return frame.assign(**data)
 
 
@@ -226,6 +245,9 @@ class PredictionLog:
         inputs: pd.DataFrame,
         labels: np.ndarray,
         scores: np.ndarray | None,
+        *,
+        latency_ms: float | None = None,
+        role: str = "primary",
     ) -> None:
         """Queue one prediction call's rows; never does I/O and returns immediately.
 
@@ -271,6 +293,8 @@ class PredictionLog:
                 raise InvalidInputError(
                     f"request_ids must have one id per input row ({rows}). Got {len(ids)} instead."
                 )
+        if role not in ROLES:
+            raise InvalidInputError(f"The 'role' parameter must be one of {ROLES}. Got {role!r}.")
         if rows == 0:
             return
         entry = _Entry(
@@ -283,7 +307,42 @@ class PredictionLog:
             inputs=inputs.copy(),
             labels=label_array.copy(),
             scores=None if score_array is None else score_array.astype(np.float64, copy=True),
+            latency_ms=math.nan if latency_ms is None else float(latency_ms),
+            role=role,
         )
+        self._enqueue(entry)
+
+    def append_failure(
+        self,
+        model: str,
+        version: int,
+        request_id: str,
+        *,
+        status: int,
+        latency_ms: float,
+        role: str = "primary",
+    ) -> None:
+        """Record a request that got no prediction (one row without inputs), for error rates."""
+        _check_model(model)
+        if not 100 <= int(status) <= 599:
+            raise InvalidInputError(f"status must be an HTTP status code. Got {status!r}.")
+        entry = _Entry(
+            model=model,
+            rows=1,
+            version=int(version),
+            ts_ms=time.time_ns() // 1_000_000,
+            request_ids=request_id,
+            inputs=pd.DataFrame(index=range(1)),
+            labels=np.array([None], dtype=object),
+            scores=None,
+            latency_ms=float(latency_ms),
+            status=int(status),
+            role=role,
+        )
+        self._enqueue(entry)
+
+    def _enqueue(self, entry: _Entry) -> None:
+        rows = entry.rows
         with self._cond:
             if self._closed:
                 raise StoreError(
@@ -661,6 +720,9 @@ def _empty_frame() -> pd.DataFrame:
             "_ts": pd.Series([], dtype="datetime64[ms, UTC]"),
             "_prediction": pd.Series([], dtype=object),
             "_score": pd.Series([], dtype=np.float64),
+            "_latency_ms": pd.Series([], dtype=np.float64),
+            "_status": pd.Series([], dtype=np.int64),
+            "_role": pd.Series([], dtype=object),
         }
     )
 

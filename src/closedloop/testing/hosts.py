@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 
 from closedloop.domain.model import LoadedVersion
+from closedloop.domain.routing import bucket
 from closedloop.errors import NotFoundError
 
 
@@ -25,7 +26,46 @@ class StaticModelHost:
     ) -> None:
         self._lock = threading.Lock()
         self._models: dict[str, LoadedVersion] = dict(models or {})
+        self._canaries: dict[str, tuple[LoadedVersion, float]] = {}
+        self._shadows: dict[str, LoadedVersion] = {}
         self._ready = ready
+
+    def set_canary(self, name: str, loaded: LoadedVersion | None, weight: float = 0.0) -> None:
+        """Send a sticky ``weight`` share of ``name``'s callers to ``loaded`` (None: stop)."""
+        with self._lock:
+            if loaded is None:
+                self._canaries.pop(name, None)
+            else:
+                self._canaries[name] = (loaded, weight)
+
+    def set_shadow(self, name: str, loaded: LoadedVersion | None) -> None:
+        """Mirror ``name``'s traffic to ``loaded`` (None: stop)."""
+        with self._lock:
+            if loaded is None:
+                self._shadows.pop(name, None)
+            else:
+                self._shadows[name] = loaded
+
+    def route(self, name: str, key: str) -> LoadedVersion:
+        """The canary for a sticky share of keys, else the served version."""
+        production = self.get(name)
+        with self._lock:
+            canary = self._canaries.get(name)
+        if canary is not None and bucket(name, key) < canary[1]:
+            return canary[0]
+        return production
+
+    def shadow(self, name: str) -> LoadedVersion | None:
+        with self._lock:
+            return self._shadows.get(name)
+
+    def weights(self, name: str) -> dict[int, float]:
+        production = self.get(name)
+        with self._lock:
+            canary = self._canaries.get(name)
+        if canary is None:
+            return {production.version: 1.0}
+        return {production.version: 1.0 - canary[1], canary[0].version: canary[1]}
 
     def set(self, name: str, loaded: LoadedVersion) -> None:
         """Serve ``loaded`` for ``name`` from the next request on (atomic swap)."""
@@ -54,6 +94,11 @@ class StaticModelHost:
     def get_version(self, name: str, version: int) -> LoadedVersion:
         """``name`` at ``version`` if that is the version served, else NotFoundError."""
         loaded = self.get(name)
+        with self._lock:
+            others = [c[0] for c in self._canaries.values()] + list(self._shadows.values())
+        for other in others:
+            if other.model == name and other.version == version:
+                return other
         if loaded.version != version:
             raise NotFoundError(
                 f"version {version} of model {name!r} is not loaded; "

@@ -153,3 +153,18 @@ checks = Table(
     Column("drifted", Boolean, nullable=False),
     Column("result", JSON, nullable=False),
 )
+
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id"), primary_key=True),
+    Column("mode", String(16), nullable=False),
+    Column("candidate_version", Integer, nullable=True),
+    Column("weight", Float, nullable=False),
+    Column("steps", JSON, nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("step_started_at", DateTime(timezone=True), nullable=True),
+    Column("step_duration_seconds", Float, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
