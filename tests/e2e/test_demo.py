@@ -66,6 +66,12 @@ def test_demo_narrates_the_whole_loop(demo: tuple[Path, str]) -> None:
     assert {c.strip() for c in flagged.split(",")} == set(LoanSimulator.drifted_columns)
 
     assert line_with(out, r"^\s+v2: gate PASSED")
+    shadow = line_with(
+        out, r"^\s+shadow v3 agrees with production v2 on (\d+)% .* only ever got v2$"
+    )
+    assert int(shadow.group(1)) < 50  # the sabotaged model disagrees, and nobody saw it
+    assert line_with(out, r"^\s+guardrails: ABORT — .*prediction_divergence")
+    assert line_with(out, r"^\s+production is still v2$")
     collapse = line_with(out, r"^\s+v3 ROC AUC on labelled traffic: ([0-9.]+) — quality collapsed")
     assert float(collapse.group(1)) < 0.5
 

@@ -90,15 +90,15 @@ class Traffic:
     failures: int = 0
     requests: int = 0
 
-    def send(self, frame: Any) -> tuple[list[int], list[float]]:
+    def send(self, frame: Any, batch: int = BATCH) -> tuple[list[int], list[float]]:
         """Send ``frame`` in batches; returns per-row answering version and positive score."""
         import httpx
 
         versions: list[int] = []
         scores: list[float] = []
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            for start in range(0, len(frame), BATCH):
-                part = frame.iloc[start : start + BATCH]
+            for start in range(0, len(frame), batch):
+                part = frame.iloc[start : start + batch]
                 v, s = self._infer(client, part)
                 versions.extend(v)
                 scores.extend(s)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from closedloop.demo.runner import (
     MODEL,
@@ -25,7 +27,7 @@ WINDOW = 5_000
 def run(folder: Path, settings: Settings, port: int) -> None:
     from closedloop.demo.pipeline import train_sabotaged
     from closedloop.domain.simulate import LoanSimulator
-    from closedloop.services import events, monitoring, pipeline, registry
+    from closedloop.services import events, monitoring, pipeline, registry, rollout
     from closedloop.services.workspace import Workspace
 
     ws = Workspace(settings)
@@ -101,17 +103,51 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         _, scores = traffic.send(fresh)
         print(f"    v{second.version} ROC AUC on new traffic: {_auc(fresh[label], scores):.3f}")
 
-        _step(6, "A bad version is forced into production")
-        with _timed("register v3 and move production by hand"):
-            X = recent.drop(columns=[label])
-            bad = registry.register_version(
+        X = recent.drop(columns=[label])
+        bad = registry.register_version(
+            ws,
+            MODEL,
+            train_sabotaged(X, recent[label]),
+            X,
+            actor="demo",
+            reason="a hurried hotfix",
+        )
+        _step(
+            6, f"A hurried v{bad.number} is mirrored as a shadow: it sees traffic, answers no one"
+        )
+        with _timed("shadow started, 1,000 rows mirrored"):
+            rollout.start_shadow(ws, MODEL, bad.number, actor="demo", reason="try it safely")
+            _wait_shadow(ws, traffic, fresh, bad.number)
+            traffic.send(fresh.head(1000), batch=20)
+            time.sleep(0.6)
+        agree, gap = _compare_shadow(ws, bad.number, second.version)
+        print(
+            f"    shadow v{bad.number} agrees with production v{second.version} on "
+            f"{agree:.0%} of the same requests (mean |score gap| {gap:.2f}); callers only ever "
+            f"got v{second.version}"
+        )
+        rollout.stop_shadow(ws, MODEL, actor="demo", reason="shadow comparison done")
+
+        _step(7, f"v{bad.number} as a 25% canary; its guardrails decide")
+        with _timed("canary started, traffic sent, guardrails evaluated"):
+            rollout.start_canary(
                 ws,
                 MODEL,
-                train_sabotaged(X, recent[label]),
-                X,
+                bad.number,
+                weight=0.25,
                 actor="demo",
-                reason="a hurried hotfix",
+                reason="the owner insists",
+                step_duration=timedelta(seconds=5),
             )
+            _wait_version(traffic, fresh, bad.number)
+            traffic.send(fresh.head(3000), batch=5)
+            time.sleep(0.6)
+            verdict = rollout.evaluate(ws, MODEL, actor="demo")["verdict"]
+        print(f"    guardrails: {verdict['action'].upper()} — " + "; ".join(verdict["reasons"]))
+        print(f"    production is still v{registry.resolve_alias(ws, MODEL)}")
+
+        _step(8, f"v{bad.number} is forced into production anyway")
+        with _timed("production moved by hand"):
             registry.set_alias(
                 ws,
                 MODEL,
@@ -127,7 +163,7 @@ def run(folder: Path, settings: Settings, port: int) -> None:
             " — quality collapsed"
         )
 
-        _step(7, "Roll back while traffic keeps flowing")
+        _step(9, "Roll back while traffic keeps flowing")
         with BackgroundLoad(traffic, fresh) as load:
             time.sleep(0.5)
             failures_before = traffic.failures
@@ -150,14 +186,49 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         server.terminate()
         server.wait(timeout=30)
 
-    _step(8, "Final state and history")
+    _step(10, "Final state and history")
     for v in registry.list_versions(ws, MODEL):
         gate = v.lineage.get("gate", {})
+        auc = v.metrics.get("roc_auc")
         print(
-            f"    v{v.number}: roc_auc={v.metrics.get('roc_auc', float('nan')):.3f} "
-            f"gate={'passed' if gate.get('passed') else ('rejected' if gate else 'skipped')} "
+            f"    v{v.number}: roc_auc={'—' if auc is None else format(auc, '.3f')} "
+            f"gate={'passed' if gate.get('passed') else ('rejected' if gate else 'not gated')} "
             f"aliases={','.join(v.aliases) or '-'}"
         )
     for e in events.list_events(ws, model=MODEL):
-        print(f"    {e.ts:%H:%M:%S} {e.kind:<19} v{e.version or '-':<3} {e.actor:<6} {e.reason}")
+        alias = e.payload.get("alias")
+        what = f"{e.kind}{f' ({alias})' if alias else ''}"
+        print(f"    {e.ts:%H:%M:%S} {what:<30} v{e.version or '-':<3} {e.actor:<6} {e.reason}")
     print(f"    requests: {traffic.requests}, failed: {traffic.failures}")
+
+
+def _wait_shadow(ws: Any, traffic: Traffic, frame: Any, version: int) -> None:
+    """Send a little traffic until the server has loaded the shadow (its answers get logged)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        traffic.send(frame.head(5), batch=5)
+        time.sleep(0.3)
+        log = ws.prediction_log()
+        try:
+            if len(log.read(MODEL, version=version)):
+                return
+        finally:
+            log.close()
+
+
+def _compare_shadow(ws: Any, shadow: int, production: int) -> tuple[float, float]:
+    """Agreement of the shadow's logged answers with production's, on the same requests."""
+    log = ws.prediction_log()
+    try:
+        frame = log.read(MODEL)
+    finally:
+        log.close()
+    keys = ["_request_id", *[c for c in frame.columns if not c.startswith("_")]]
+    ours = frame[frame["_version"] == shadow]
+    theirs = frame[(frame["_version"] == production) & (frame["_role"] == "primary")]
+    joined = theirs.merge(ours, on=keys, suffixes=("_p", "_s"))
+    if joined.empty:
+        return 0.0, 0.0
+    agree = float((joined["_prediction_p"] == joined["_prediction_s"]).mean())
+    gap = float((joined["_score_p"] - joined["_score_s"]).abs().mean())
+    return agree, gap
