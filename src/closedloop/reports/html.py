@@ -682,4 +682,29 @@ def render_model_report(ws: Workspace, model: str, *, checks: int = 20) -> str:
         title=f"{model} v{version} drift report",
         history=history,
         notes=notes,
+        performance=_performance_series(history),
     )
+
+
+def _performance_series(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Estimated (with its band) and realised ROC AUC per check, oldest first."""
+    estimated: dict[str, list[Any]] = {"x": [], "y": [], "lower": [], "upper": []}
+    realised: dict[str, list[Any]] = {"x": [], "y": []}
+    for check in reversed(history):
+        performance = (check.get("result") or {}).get("outputs", {}).get("performance", {})
+        auc = (performance.get("estimated") or {}).get("metrics", {}).get("roc_auc")
+        if isinstance(auc, dict) and auc.get("value") is not None:
+            estimated["x"].append(check["check_id"])
+            estimated["y"].append(auc["value"])
+            estimated["lower"].append(auc.get("lower", auc["value"]))
+            estimated["upper"].append(auc.get("upper", auc["value"]))
+        value = (performance.get("realised") or {}).get("roc_auc")
+        if value is not None:
+            realised["x"].append(check["check_id"])
+            realised["y"].append(value)
+    series: dict[str, Any] = {"metric": "ROC AUC by check"}
+    if estimated["x"]:
+        series["estimated (no labels)"] = estimated
+    if realised["x"]:
+        series["realised (labels)"] = realised
+    return series if len(series) > 1 else None

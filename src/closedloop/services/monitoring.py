@@ -7,7 +7,7 @@ records the result as a check in the store with an event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -173,6 +173,8 @@ class CheckResult:
     version: int
     ts: datetime
     report: DriftReport
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Prediction drift, label drift and performance (:mod:`.outputs`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -181,6 +183,7 @@ class CheckResult:
             "version": self.version,
             "ts": self.ts.isoformat(),
             **self.report.to_dict(),
+            "outputs": self.outputs,
         }
 
 
@@ -222,8 +225,12 @@ def monitor(
             f"least {cfg.min_rows} (monitor.min_rows).",
             hint="Send more traffic, or lower monitor.min_rows in closedloop.toml.",
         )
-    features = [c for c in reference.columns if c in window.columns]
-    report = compare(reference, window[features], options)
+    from closedloop.services.outputs import check_outputs
+
+    primary = window[window["_role"] != "shadow"] if "_role" in window else window
+    features = [c for c in reference.columns if c in primary.columns]
+    report = compare(reference, primary[features], options)
+    outputs = check_outputs(ws, model, number, primary)
     now = utcnow()
     with ws.metadata.write() as conn:
         result = conn.execute(
@@ -235,7 +242,7 @@ def monitor(
                 n_reference=report.n_reference,
                 n_current=report.n_current,
                 drifted=report.drifted,
-                result=report.to_dict(),
+                result={**report.to_dict(), "outputs": outputs},
             )
         )
         key = result.inserted_primary_key
@@ -257,7 +264,9 @@ def monitor(
             reason="drift detected" if report.drifted else "no drift",
             ts=now,
         )
-    return CheckResult(id=check_id, model=model, version=number, ts=now, report=report)
+    return CheckResult(
+        id=check_id, model=model, version=number, ts=now, report=report, outputs=outputs
+    )
 
 
 def list_checks(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[str, Any]]:
