@@ -205,7 +205,10 @@ def test_check_history_carries_results_and_alerts(deployed: Workspace) -> None:
     history = monitors.check_history(ws, MODEL, limit=5)
     assert [h["check_id"] for h in history] == [drifted.check.id, clean.check.id]
     assert [h["alerted"] for h in history] == [True, False]
-    assert history[0]["result"] == drifted.check.report.to_dict()
+    assert history[0]["result"] == {
+        **drifted.check.report.to_dict(),
+        "outputs": drifted.check.outputs,
+    }
     assert {k: v for k, v in history[1].items() if k not in ("result", "alerted")} == (
         monitoring_row(ws, clean.check.id)
     )
