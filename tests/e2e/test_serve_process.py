@@ -152,3 +152,28 @@ def test_every_prediction_is_logged_and_flushed_on_sigterm(served):
     assert sorted(set(logged["_request_id"])) == ids
     assert set(logged["_version"]) == {1}
     assert list(logged["income"][:7]) == list(rows["income"])
+
+
+def test_on_sigkill_only_the_last_flush_interval_of_predictions_can_be_lost(served):
+    rows = served.rows.head(2)
+    early = [f"early-{i}" for i in range(10)]
+    for request_id in early:
+        answer = httpx.post(
+            f"{served.url}/invocations", json=_records(rows), headers={"X-Request-ID": request_id}
+        )
+        assert answer.status_code == 200
+    time.sleep(1.0)  # five flush intervals (0.2 s in this fixture)
+    late = [f"late-{i}" for i in range(5)]
+    for request_id in late:  # answered just before the kill: these may be lost
+        httpx.post(
+            f"{served.url}/invocations", json=_records(rows), headers={"X-Request-ID": request_id}
+        )
+    served.process.send_signal(signal.SIGKILL)
+    served.process.wait(timeout=30)
+    log = served.ws.prediction_log()
+    try:
+        logged = set(log.read("loans")["_request_id"])
+    finally:
+        log.close()
+    assert set(early) <= logged  # everything older than the flush interval survived
+    assert logged <= set(early) | set(late)
