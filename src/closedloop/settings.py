@@ -66,7 +66,8 @@ class ServerSettings:
 class MonitorSettings:
     """Drift checks."""
 
-    alpha: float = 0.05
+    alpha: float = 0.01
+    """Family-wise significance level of the per-column tests (see docs/drift.md)."""
     correction: str = "bonferroni"
     window_rows: int = 5000
     min_rows: int = 200

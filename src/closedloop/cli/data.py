@@ -20,7 +20,7 @@ alpha_option = click.option(
     "--alpha",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=None,
-    help="Family-wise significance level (default 0.05).",
+    help="Family-wise significance level (default: monitor.alpha, 0.01).",
 )
 correction_option = click.option(
     "--correction",

@@ -31,7 +31,7 @@ host = "127.0.0.1"
 port = 8080
 
 [monitor]
-alpha = 0.05
+alpha = 0.01
 correction = "bonferroni"
 window_rows = 5000
 """

@@ -142,6 +142,7 @@ def _multivariate(
         columns=names,
         categorical=forced,
         auc_margin=min(margin, 0.45),
+        max_rows=CLASSIFIER_ROWS,
         seed=seed,
     )
     return result.to_dict()

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DriftOptions:
-    alpha: float = 0.05
+    alpha: float = 0.01
     correction: str = "bonferroni"
     columns: tuple[str, ...] | None = None
     categorical: tuple[str, ...] | None = None
