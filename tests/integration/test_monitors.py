@@ -208,6 +208,7 @@ def test_check_history_carries_results_and_alerts(deployed: Workspace) -> None:
     assert history[0]["result"] == {
         **drifted.check.report.to_dict(),
         "outputs": drifted.check.outputs,
+        "window": drifted.check.window,
     }
     assert {k: v for k, v in history[1].items() if k not in ("result", "alerted")} == (
         monitoring_row(ws, clean.check.id)
@@ -246,3 +247,17 @@ def test_default_policy_follows_settings_and_errors_propagate(
     assert monitors.check_history(ws, "other") == []
     with pytest.raises(InvalidInputError, match="MonitorPolicy"):
         run_monitor(ws, MODEL, policy={"persistence": 2})  # type: ignore[arg-type]
+
+
+def test_checking_the_same_rows_again_does_not_extend_a_streak(deployed: Workspace) -> None:
+    ws, traffic, clock = deployed, Traffic(deployed), FakeClock()
+    policy = MonitorPolicy(persistence=2, cooldown=timedelta(hours=1))
+    first = step(ws, traffic, clock, 0, True, policy)
+    assert first.decision.state == "drifting"
+    clock.advance(10)  # no new traffic: the same window is checked again
+    again = run_monitor(ws, MODEL, now=clock, window_rows=WINDOW, policy=policy)
+    assert again.check.window == first.check.window
+    assert again.decision.state == "insufficient_data"
+    assert not again.alerted and alerts(ws) == []
+    fresh = step(ws, traffic, clock, 10, True, policy)  # new drifted rows: the streak grows
+    assert (fresh.decision.state, fresh.decision.consecutive) == ("alerted", 2)

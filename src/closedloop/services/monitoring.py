@@ -175,6 +175,8 @@ class CheckResult:
     report: DriftReport
     outputs: dict[str, Any] = field(default_factory=dict)
     """Prediction drift, label drift and performance (:mod:`.outputs`)."""
+    window: dict[str, Any] = field(default_factory=dict)
+    """The checked rows: ``rows`` and the ``start``/``end`` of their log timestamps."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +186,7 @@ class CheckResult:
             "ts": self.ts.isoformat(),
             **self.report.to_dict(),
             "outputs": self.outputs,
+            "window": self.window,
         }
 
 
@@ -231,6 +234,11 @@ def monitor(
     features = [c for c in reference.columns if c in primary.columns]
     report = compare(reference, primary[features], options)
     outputs = check_outputs(ws, model, number, primary)
+    window_info = {
+        "rows": len(primary),
+        "start": primary["_ts"].min().isoformat() if len(primary) else None,
+        "end": primary["_ts"].max().isoformat() if len(primary) else None,
+    }
     now = utcnow()
     with ws.metadata.write() as conn:
         result = conn.execute(
@@ -242,7 +250,7 @@ def monitor(
                 n_reference=report.n_reference,
                 n_current=report.n_current,
                 drifted=report.drifted,
-                result={**report.to_dict(), "outputs": outputs},
+                result={**report.to_dict(), "outputs": outputs, "window": window_info},
             )
         )
         key = result.inserted_primary_key
@@ -265,7 +273,13 @@ def monitor(
             ts=now,
         )
     return CheckResult(
-        id=check_id, model=model, version=number, ts=now, report=report, outputs=outputs
+        id=check_id,
+        model=model,
+        version=number,
+        ts=now,
+        report=report,
+        outputs=outputs,
+        window=window_info,
     )
 
 

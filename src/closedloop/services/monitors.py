@@ -20,7 +20,7 @@ are per model version: a new production version starts afresh.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,14 +66,23 @@ class MonitorResult:
         }
 
 
-def _outcome(row: Any, alerts: dict[int, datetime]) -> CheckOutcome:
+def _outcome(row: Any, alerts: dict[int, datetime], repeated: bool) -> CheckOutcome:
+    """A recorded check as the policy sees it. A check of exactly the rows the previous check
+    saw (no new traffic in between) counts as no data: the same window must not extend a
+    streak twice."""
     return CheckOutcome(
         ts=as_utc(row.ts),
         drifted=bool(row.drifted),
-        n_rows=int(row.n_current),
+        n_rows=0 if repeated else int(row.n_current),
         check_id=int(row.id),
         alerted_at=alerts.get(int(row.id)),
     )
+
+
+def _window_end(result: Any) -> str | None:
+    window = (result or {}).get("window") if isinstance(result, dict) else None
+    end = window.get("end") if isinstance(window, dict) else None
+    return end if isinstance(end, str) else None
 
 
 def _recent_alerts(
@@ -101,7 +110,7 @@ def _history(
     conn: Connection, policy: MonitorPolicy, check: CheckResult, alerts: dict[int, datetime]
 ) -> list[CheckOutcome]:
     """The version's checks recorded before ``check``, oldest first."""
-    columns = (checks.c.id, checks.c.ts, checks.c.drifted, checks.c.n_current)
+    columns = (checks.c.id, checks.c.ts, checks.c.drifted, checks.c.n_current, checks.c.result)
     same = (checks.c.model == check.model, checks.c.version == check.version)
     recent = list(
         conn.execute(
@@ -120,7 +129,25 @@ def _history(
                 .order_by(checks.c.id.desc())
             )
         )
-    return [_outcome(row, alerts) for row in reversed(recent)]
+    outcomes = []
+    previous_end: str | None = None
+    for row in reversed(recent):
+        end = _window_end(row.result)
+        outcomes.append(_outcome(row, alerts, end is not None and end == previous_end))
+        previous_end = end
+    return outcomes
+
+
+def _last_window_end(conn: Connection, check: CheckResult) -> str | None:
+    row = conn.execute(
+        select(checks.c.result)
+        .where(
+            checks.c.model == check.model, checks.c.version == check.version, checks.c.id < check.id
+        )
+        .order_by(checks.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else _window_end(row.result)
 
 
 def run_monitor(
@@ -171,6 +198,9 @@ def run_monitor(
             conn.execute(select(models.c.id).where(models.c.name == model).with_for_update())
         alerts = _recent_alerts(conn, model, check.version, decided_at - policy.cooldown)
         history = _history(conn, policy, check, alerts)
+        end = check.window.get("end")
+        if end is not None and end == _last_window_end(conn, check):
+            new = replace(new, n_rows=0)  # no new traffic since the last check
         decision = decide(policy, history, new, decided_at)
         if decision.alert:
             event_id = events.record(
