@@ -68,6 +68,7 @@ from closedloop.domain.profiles import (
     ColumnKind,
     bin_counts,
     column_kind,
+    forced_categorical,
     psi_edges,
 )
 from closedloop.errors import InvalidInputError, SchemaError
@@ -497,7 +498,7 @@ def compare_frames(
     if isinstance(psi_bins, bool) or not isinstance(psi_bins, numbers.Integral) or psi_bins < 2:
         raise InvalidInputError(f"psi_bins must be an integer >= 2. Got {psi_bins!r} instead.")
     names = _resolve_columns(reference, current, columns)
-    forced = _resolve_categorical(reference, categorical)
+    forced = forced_categorical(reference, categorical, label="reference frame")
     if len(reference) == 0 or len(current) == 0:
         empty = "reference" if len(reference) == 0 else "current"
         raise InvalidInputError(
@@ -837,23 +838,6 @@ def _resolve_columns(
             details={"missing": [str(n) for n in missing], "frame": "current"},
         )
     return names
-
-
-def _resolve_categorical(reference: pd.DataFrame, categorical: Sequence[str] | None) -> set[Any]:
-    if categorical is None:
-        return set()
-    if isinstance(categorical, str):
-        raise InvalidInputError(
-            f"categorical must be a list of column names. Got the string {categorical!r} instead."
-        )
-    missing = [n for n in categorical if n not in reference.columns]
-    if missing:
-        raise SchemaError(
-            f"categorical names column(s) {[str(n) for n in missing]} that the reference frame "
-            f"does not have; expected names among {[str(c) for c in reference.columns]}.",
-            details={"missing": [str(n) for n in missing]},
-        )
-    return set(categorical)
 
 
 def _required(data: Mapping[str, Any], key: str, what: str) -> Any:

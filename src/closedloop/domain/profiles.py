@@ -275,7 +275,7 @@ def profile_frame(frame: pd.DataFrame, *, categorical: Sequence[str] | None = No
         raise InvalidInputError(
             f"frame must be a pandas DataFrame. Got {type(frame).__name__} instead."
         )
-    forced = _forced_categorical(frame, categorical)
+    forced = forced_categorical(frame, categorical)
     kinds = {name: column_kind(frame[name], force_categorical=name in forced) for name in frame}
     numeric = [name for name in frame.columns if kinds[name] == "numeric"]
     profiles: dict[Any, ColumnProfile] = dict(
@@ -287,19 +287,22 @@ def profile_frame(frame: pd.DataFrame, *, categorical: Sequence[str] | None = No
     return Profile(columns=[profiles[name] for name in frame.columns], n_rows=len(frame))
 
 
-def _forced_categorical(frame: pd.DataFrame, categorical: Sequence[str] | None) -> set[Any]:
+def forced_categorical(
+    frame: pd.DataFrame, categorical: Sequence[str] | None, *, label: str = "frame"
+) -> set[Any]:
+    """The column names a caller forces to be categorical, checked against ``frame``."""
     if categorical is None:
         return set()
     if isinstance(categorical, str):
         raise InvalidInputError(
             f"categorical must be a list of column names. Got the string {categorical!r} instead."
         )
-    missing = [name for name in categorical if name not in frame.columns]
+    missing = [str(name) for name in categorical if name not in frame.columns]
     if missing:
         raise SchemaError(
-            f"categorical names column(s) {missing} that the frame does not have; "
+            f"categorical names column(s) {missing} that the {label} does not have; "
             f"expected names among {[str(c) for c in frame.columns]}.",
-            details={"missing": [str(m) for m in missing]},
+            details={"missing": missing},
         )
     return set(categorical)
 

@@ -59,7 +59,12 @@ import pandas as pd
 from pandas.api import types as ptypes
 from scipy import stats
 
-from closedloop.domain.profiles import ColumnKind, column_kind, numeric_matrix
+from closedloop.domain.profiles import (
+    ColumnKind,
+    column_kind,
+    forced_categorical,
+    numeric_matrix,
+)
 from closedloop.errors import InvalidInputError, SchemaError
 
 DEFAULT_ALPHA = 0.05
@@ -263,7 +268,7 @@ def data_quality(
     if max_examples < 0:
         raise InvalidInputError(f"max_examples must be an integer >= 0. Got {max_examples!r}.")
     names = _resolve_columns(reference, current, columns)
-    forced = _resolve_categorical(reference, categorical)
+    forced = forced_categorical(reference, categorical, label="reference frame")
 
     kinds = {name: column_kind(reference[name], force_categorical=name in forced) for name in names}
     results: dict[Any, ColumnQuality] = {}
@@ -461,23 +466,6 @@ def _resolve_columns(
         if frame.columns.has_duplicates:
             raise SchemaError(f"The {label} frame has duplicate column names; expected unique.")
     return names
-
-
-def _resolve_categorical(reference: pd.DataFrame, categorical: Sequence[str] | None) -> set[Any]:
-    if categorical is None:
-        return set()
-    if isinstance(categorical, str):
-        raise InvalidInputError(
-            f"categorical must be a list of column names. Got the string {categorical!r} instead."
-        )
-    missing = [str(n) for n in categorical if n not in reference.columns]
-    if missing:
-        raise SchemaError(
-            f"categorical names column(s) {missing} that the reference frame does not have; "
-            f"expected names among {[str(c) for c in reference.columns]}.",
-            details={"missing": missing},
-        )
-    return set(categorical)
 
 
 def _unit_float(value: object, name: str, *, open_interval: bool = False) -> float:

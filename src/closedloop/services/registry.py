@@ -306,17 +306,6 @@ def resolve_alias(ws: Workspace, model: str, alias: str = PRODUCTION) -> int | N
         return _aliases_of(conn, _model_id(conn, model)).get(alias)
 
 
-def production_targets(ws: Workspace) -> dict[str, int]:
-    """Every model's production version (one cheap query; the serving host polls it)."""
-    with ws.metadata.read() as conn:
-        rows = conn.execute(
-            select(models.c.name, aliases.c.version_number)
-            .select_from(aliases.join(models, models.c.id == aliases.c.model_id))
-            .where(aliases.c.name == PRODUCTION)
-        )
-        return {r.name: r.version_number for r in rows}
-
-
 def _move_alias(
     conn: Connection,
     model: str,

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from closedloop.domain.routing import bucket
 from closedloop.errors import ClosedloopError, NotFoundError
-from closedloop.services import registry
+from closedloop.services import registry, rollout
+from closedloop.services.rollout import ServingPlan
 from closedloop.services.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -65,29 +66,13 @@ class Served:
     shadow: LoadedVersion | None = None
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What should answer for one model, as the registry and the rollout say."""
-
-    production: int
-    canary: int | None = None
-    canary_weight: float = 0.0
-    shadow: int | None = None
-
-    def versions(self) -> list[int]:
-        return [v for v in (self.production, self.canary, self.shadow) if v is not None]
-
-
-def current_plans(ws: Workspace) -> dict[str, Plan]:
+def current_plans(ws: Workspace) -> dict[str, ServingPlan]:
     """Every served model's plan: production plus any canary and shadow of its rollout."""
-    from closedloop.services import rollout
+    return {name: p for name, p in rollout.serving_plan(ws).items() if p.production is not None}
 
-    plans = {}
-    for name, plan in rollout.serving_plan(ws).items():
-        if plan.production is None:
-            continue
-        plans[name] = Plan(plan.production, plan.canary, plan.canary_weight, plan.shadow)
-    return plans
+
+def _versions(plan: ServingPlan) -> list[int]:
+    return [v for v in (plan.production, plan.canary, plan.shadow) if v is not None]
 
 
 class RegistryModelHost:
@@ -109,7 +94,7 @@ class RegistryModelHost:
         self._served: dict[str, Served] = {}
         self._cache: dict[tuple[str, int], LoadedVersion] = {}
         self._pinned: dict[tuple[str, int], LoadedVersion] = {}
-        self._wanted: dict[str, Plan] = {}
+        self._wanted: dict[str, ServingPlan] = {}
         self.errors: dict[str, str] = {}
         self._failed: set[tuple[str, int]] = set()
         self.store_ok = True
@@ -155,12 +140,13 @@ class RegistryModelHost:
             self._reconcile(name, plan)
         for name in set(self._served) - set(wanted):
             del self._served[name]
-        needed = {(n, v) for n, p in wanted.items() for v in p.versions()}
+        needed = {(n, v) for n, p in wanted.items() for v in _versions(p)}
         for key in set(self._cache) - needed:
             del self._cache[key]
         self.synced = True
 
-    def _reconcile(self, name: str, plan: Plan) -> None:
+    def _reconcile(self, name: str, plan: ServingPlan) -> None:
+        assert plan.production is not None  # current_plans keeps served models only
         current = self._served.get(name)
         production = self._load(name, plan.production)
         if production is None:

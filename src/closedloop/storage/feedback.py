@@ -23,10 +23,7 @@ with the latest ``_feedback_ts``; on equal timestamps the one written last wins.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -35,13 +32,11 @@ import numpy as np
 import pandas as pd
 
 from closedloop.errors import ConfigError, InvalidInputError, StoreError
+from closedloop.storage.parts import PartFolder, check_model, is_part
 
 FEEDBACK_COLUMNS: tuple[str, ...] = ("_request_id", "_label", "_feedback_ts")
 """Columns of every frame :meth:`FeedbackLog.read` returns (plus ``_row`` when used)."""
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
-_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
 _LABEL_KINDS = frozenset({"integer", "floating", "boolean", "string", "mixed-integer-float"})
 
 
@@ -54,21 +49,8 @@ class FeedbackLog:
                 "The 'root_url' parameter must be a folder path or fsspec URL. "
                 f"Got {root_url!r} instead."
             )
-        from fsspec.core import url_to_fs
-
-        try:
-            fs, root = url_to_fs(str(root_url), **(storage_options or {}))
-        except (ValueError, ImportError, TypeError) as exc:
-            raise ConfigError(
-                f"Cannot open the feedback log at {str(root_url)!r}: {exc}",
-                hint="Use a local folder or an fsspec URL whose driver is installed (s3fs …).",
-            ) from exc
         self.root_url = str(root_url)
-        self._fs = fs
-        self._root = str(root).rstrip("/")
-        protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
-        self._atomic_put = bool(_OBJECT_STORES.intersection(protocols))
+        self._parts = PartFolder(self.root_url, storage_options, what="feedback log")
 
     def append(
         self,
@@ -87,7 +69,7 @@ class FeedbackLog:
         call, unequal lengths, request ids that are not non-empty strings, or missing labels,
         and :class:`StoreError` when the file cannot be written.
         """
-        _check_model(model)
+        check_model(model)
         ids = _sequence(request_ids, "request_ids")
         values = _sequence(labels, "labels")
         if len(ids) == 0:
@@ -128,12 +110,12 @@ class FeedbackLog:
         UTC) keeps labels with ``_feedback_ts >= since``. An unknown model gives an empty
         frame.
         """
-        _check_model(model)
+        check_model(model)
         since_ts = None if since is None else _utc_ms("since", since)
         tables = []
         for path in self._list_parts(model):
             try:
-                tables.append(self._read_part(path))
+                tables.append(self._parts.read(path))
             except FileNotFoundError:
                 continue
             except (OSError, ValueError) as exc:
@@ -176,62 +158,26 @@ class FeedbackLog:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
-        folder = f"{self._root}/model={model}"
-        final = f"{folder}/{name}"
-        temporary = f"{folder}/.{name}.tmp"
+        folder = f"{self._parts.root}/model={model}"
         try:
-            if self._local:
-                os.makedirs(folder, exist_ok=True)
-                try:
-                    with open(temporary, "wb") as handle:
-                        handle.write(data)
-                        handle.flush()
-                        os.fsync(handle.fileno())
-                    os.replace(temporary, final)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        os.remove(temporary)
-                    raise
-            elif self._atomic_put:
-                self._fs.makedirs(folder, exist_ok=True)
-                self._fs.pipe_file(final, data)
-            else:
-                self._fs.makedirs(folder, exist_ok=True)
-                self._fs.pipe_file(temporary, data)
-                self._fs.mv(temporary, final)
+            self._parts.publish(folder, data)
         except OSError as exc:
             raise StoreError(
-                f"Could not write {frame.shape[0]} feedback rows to {final!r}: {exc}",
+                f"Could not write {frame.shape[0]} feedback rows under {folder!r}: {exc}",
                 hint="Nothing was written; call append again once the storage is writable.",
             ) from exc
 
     def _list_parts(self, model: str) -> list[str]:
-        base = f"{self._root}/model={model}"
+        base = f"{self._parts.root}/model={model}"
         try:
-            if not self._fs.isdir(base):
+            if not self._parts.fs.isdir(base):
                 return []
-            names = self._fs.ls(base, detail=False)
+            names = self._parts.fs.ls(base, detail=False)
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise StoreError(f"Could not list the feedback log at {base!r}: {exc}") from exc
-        return sorted(str(p) for p in names if _PART.match(str(p).rstrip("/").rsplit("/", 1)[-1]))
-
-    def _read_part(self, path: str) -> Any:
-        import pyarrow.parquet as pq
-
-        with self._fs.open(path, "rb") as handle:
-            return pq.read_table(handle)
-
-
-def _check_model(model: object) -> None:
-    if not isinstance(model, str) or not _MODEL_NAME.match(model):
-        raise InvalidInputError(
-            "The 'model' parameter must be a name of letters, digits, '.', '_' or '-' "
-            f"(starting with a letter or digit). Got {model!r} instead."
-        )
+        return sorted(str(p) for p in names if is_part(p))
 
 
 def _sequence(values: object, name: str) -> list[Any]:

@@ -36,23 +36,22 @@ through :mod:`atexit`, which writes whatever is left.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import math
 import os
 import re
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from closedloop.errors import ConfigError, InvalidInputError, StoreError
+from closedloop.storage.parts import PartFolder, check_model, is_part
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +71,7 @@ request is one row without inputs or prediction), ``_role`` ``"primary"`` for th
 caller got or ``"shadow"`` for a mirrored candidate's answer that was never returned."""
 ROLES = ("primary", "shadow")
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
-# Filesystems where one write call publishes a complete object atomically.
-_OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
 
 
 @dataclass
@@ -181,21 +176,8 @@ class PredictionLog:
             raise ConfigError(
                 f"The 'max_batch_rows' parameter must be an int >= 1. Got {max_batch_rows} instead."
             )
-        from fsspec.core import url_to_fs
-
-        try:
-            fs, root = url_to_fs(str(root_url), **(storage_options or {}))
-        except (ValueError, ImportError, TypeError) as exc:
-            raise ConfigError(
-                f"Cannot open the prediction log at {str(root_url)!r}: {exc}",
-                hint="Use a local folder or an fsspec URL whose driver is installed (s3fs …).",
-            ) from exc
         self.root_url = str(root_url)
-        self._fs = fs
-        self._root = str(root).rstrip("/")
-        protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
-        self._local = "file" in protocols or "local" in protocols
-        self._atomic_put = bool(_OBJECT_STORES.intersection(protocols))
+        self._parts = PartFolder(self.root_url, storage_options, what="prediction log")
         self.flush_interval = float(flush_interval)
         self.max_batch_rows = max_batch_rows
 
@@ -257,7 +239,7 @@ class PredictionLog:
         :class:`StoreError` after :meth:`close`.
         """
         ts_ms = time.time_ns() // 1_000_000
-        _check_model(model)
+        check_model(model)
         if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
             raise InvalidInputError(
                 f"The 'version' parameter must be an int >= 0. Got {version!r} instead."
@@ -323,7 +305,7 @@ class PredictionLog:
         role: str = "primary",
     ) -> None:
         """Record a request that got no prediction (one row without inputs), for error rates."""
-        _check_model(model)
+        check_model(model)
         if not 100 <= int(status) <= 599:
             raise InvalidInputError(f"status must be an HTTP status code. Got {status!r}.")
         entry = _Entry(
@@ -412,7 +394,7 @@ class PredictionLog:
         the union of their columns, missing values as null. An unknown model gives an empty
         frame with the log's own columns.
         """
-        _check_model(model)
+        check_model(model)
         since_ts = _utc("since", since)
         until_ts = _utc("until", until)
         if last_rows is not None and (
@@ -545,30 +527,7 @@ class PredictionLog:
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
-        folder = f"{self._root}/model={model}/date={date}"
-        final = f"{folder}/{name}"
-        if self._local:
-            os.makedirs(folder, exist_ok=True)
-            temporary = f"{folder}/.{name}.tmp"
-            try:
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, final)
-            except BaseException:
-                _remove_quietly(temporary)
-                raise
-        elif self._atomic_put:
-            self._fs.makedirs(folder, exist_ok=True)
-            self._fs.pipe_file(final, data)
-        else:
-            self._fs.makedirs(folder, exist_ok=True)
-            temporary = f"{folder}/.{name}.tmp"
-            self._fs.pipe_file(temporary, data)
-            self._fs.mv(temporary, final)
+        self._parts.publish(f"{self._parts.root}/model={model}/date={date}", data)
 
     def _close_at_exit(self) -> None:
         try:
@@ -581,11 +540,11 @@ class PredictionLog:
     def _list_parts(
         self, model: str, since: pd.Timestamp | None, until: pd.Timestamp | None
     ) -> list[str]:
-        base = f"{self._root}/model={model}"
+        base = f"{self._parts.root}/model={model}"
         try:
-            if not self._fs.isdir(base):
+            if not self._parts.fs.isdir(base):
                 return []
-            date_dirs = self._fs.ls(base, detail=False)
+            date_dirs = self._parts.fs.ls(base, detail=False)
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -603,31 +562,20 @@ class PredictionLog:
             ):
                 continue
             try:
-                names = self._fs.ls(date_dir, detail=False)
+                names = self._parts.fs.ls(date_dir, detail=False)
             except FileNotFoundError:
                 continue
-            parts = [str(p) for p in names if _PART.match(str(p).rsplit("/", 1)[-1])]
+            parts = [str(p) for p in names if is_part(p)]
             paths.extend(sorted(parts))
         return paths
 
     def _read_part(self, path: str, version: int | None) -> Any:
-        import pyarrow.parquet as pq
-
-        with self._fs.open(path, "rb") as handle:
-            table = pq.read_table(handle)
+        table = self._parts.read(path)
         if version is not None:
             import pyarrow.compute as pc
 
             table = table.filter(pc.equal(table["_version"], version))
         return table
-
-
-def _check_model(model: object) -> None:
-    if not isinstance(model, str) or not _MODEL_NAME.match(model):
-        raise InvalidInputError(
-            "The 'model' parameter must be a name of letters, digits, '.', '_' or '-' "
-            f"(starting with a letter or digit). Got {model!r} instead."
-        )
 
 
 def _one_per_row(values: Any, rows: int, name: str) -> np.ndarray:
@@ -725,11 +673,6 @@ def _empty_frame() -> pd.DataFrame:
             "_role": pd.Series([], dtype=object),
         }
     )
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.remove(path)
 
 
 __all__ = ["META_COLUMNS", "PredictionLog"]

@@ -1,0 +1,93 @@
+"""Append-only Parquet "part" files on any fsspec filesystem, shared by the prediction log and
+the feedback log.
+
+A part is published atomically: on a local disk it is written under a hidden temporary name
+(``.part-….tmp``, fsynced) and renamed into place; object stores (S3, GCS, Azure, memory) get
+one PUT of the complete object; other filesystems get a temporary file and a move. Readers only
+look at ``part-*.parquet`` names, so they never see a half-written file, and no part is
+modified after it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from closedloop.errors import ConfigError, InvalidInputError
+
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
+# Filesystems where one write call publishes a complete object atomically.
+OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
+
+
+def check_model(model: object) -> None:
+    """Model names become folder names: letters, digits, '.', '_', '-' only."""
+    if not isinstance(model, str) or not MODEL_NAME.match(model):
+        raise InvalidInputError(
+            "The 'model' parameter must be a name of letters, digits, '.', '_' or '-' "
+            f"(starting with a letter or digit). Got {model!r} instead."
+        )
+
+
+def is_part(path: object) -> bool:
+    """True for a published part file (not a temporary or foreign file)."""
+    return bool(PART.match(str(path).rstrip("/").rsplit("/", 1)[-1]))
+
+
+class PartFolder:
+    """A root folder of part files at a local path or fsspec URL."""
+
+    def __init__(self, root_url: str, storage_options: dict[str, Any] | None, *, what: str) -> None:
+        from fsspec.core import url_to_fs
+
+        try:
+            fs, root = url_to_fs(str(root_url), **(storage_options or {}))
+        except (ValueError, ImportError, TypeError) as exc:
+            raise ConfigError(
+                f"Cannot open the {what} at {str(root_url)!r}: {exc}",
+                hint="Use a local folder or an fsspec URL whose driver is installed (s3fs …).",
+            ) from exc
+        self.fs = fs
+        self.root = str(root).rstrip("/")
+        protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
+        self.local = "file" in protocols or "local" in protocols
+        self.atomic_put = bool(OBJECT_STORES.intersection(protocols))
+
+    def publish(self, folder: str, data: bytes) -> str:
+        """Write ``data`` as a new part under ``folder``; returns its path."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
+        final = f"{folder}/{name}"
+        temporary = f"{folder}/.{name}.tmp"
+        if self.local:
+            os.makedirs(folder, exist_ok=True)
+            try:
+                with open(temporary, "wb") as handle:
+                    handle.write(data)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, final)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+                raise
+        elif self.atomic_put:
+            self.fs.makedirs(folder, exist_ok=True)
+            self.fs.pipe_file(final, data)
+        else:
+            self.fs.makedirs(folder, exist_ok=True)
+            self.fs.pipe_file(temporary, data)
+            self.fs.mv(temporary, final)
+        return final
+
+    def read(self, path: str) -> Any:
+        """One part as a pyarrow Table."""
+        import pyarrow.parquet as pq
+
+        with self.fs.open(path, "rb") as handle:
+            return pq.read_table(handle)
