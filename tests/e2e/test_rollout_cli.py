@@ -2,56 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-# `closedloop` with the rollout commands registered (also before cli/main.py registers them;
-# registering twice replaces the group with itself).
-RUNNER = (
-    "import sys; from closedloop.cli.main import cli; from closedloop.cli import rollout; "
-    "rollout.register(cli); sys.argv[0] = 'closedloop'; cli(prog_name='closedloop')"
-)
-
-
-def cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
-    return subprocess.run(
-        [sys.executable, "-c", RUNNER, *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-
-
-def ok(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = cli(project, *args)
-    assert result.returncode == 0, (args, result.stdout, result.stderr)
-    return result
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(result.stdout)
-
-
-def assert_clean_error(result: subprocess.CompletedProcess[str], *needles: str) -> str:
-    """Exit 2, one `error:` line on stderr naming every needle, no traceback."""
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr + result.stdout
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], (needle, errors[0])
-    return errors[0]
+from tests.e2e.test_cli import as_json, assert_clean_error, cli, ok
 
 
 @pytest.fixture(scope="module")
