@@ -14,7 +14,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from closedloop.errors import ConfigError
 
@@ -78,6 +78,74 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class AgentSettings:
+    """The agent's reconcile loop: triggers, retraining data and how candidates go out."""
+
+    interval_seconds: float = 30.0
+    """Seconds between reconcile passes."""
+    lease_seconds: float = 60.0
+    """How long the active agent's lease lasts; another agent takes over after it lapses."""
+    schedule: str = ""
+    """Cron expression (5 fields, UTC) for scheduled retraining; empty: no schedule."""
+    on_drift: bool = True
+    """Retrain when the drift monitor alerts (after its persistence and cooldown)."""
+    performance_drop: float = 0.0
+    """Retrain when the realised metric on labelled traffic falls this far below the production
+    version's held-out score; 0 turns the trigger off."""
+    estimated_drop: float = 0.0
+    """The same for the label-free estimate (binary classifiers); 0 turns it off."""
+    retrain_data: str = "loader"
+    """``loader`` (the pipeline's loader), ``traffic`` (recent logged traffic with its labels) or
+    ``traffic+loader`` (both, concatenated)."""
+    traffic_rows: int = 5000
+    """Most recent labelled traffic rows a ``traffic`` retrain uses."""
+    min_labelled_rows: int = 200
+    """Fewer labelled traffic rows than this and a ``traffic`` retrain fails (recorded, alerted)."""
+    rollout: str = "canary"
+    """How a candidate that passes the gate goes out: ``canary`` or ``promote`` (at once)."""
+    canary_steps: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+    """Traffic shares of the canary's steps; the first is the starting weight."""
+    step_seconds: float = 600.0
+    """Minimum time on each canary step before the guardrails may advance it."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The promotion gate's statistics (the margin is ``pipeline.gate_margin``)."""
+
+    bootstrap: int = 1000
+    """Paired bootstrap resamples of the held-out rows for the improvement's interval."""
+    confidence: float = 0.95
+    """Two-sided confidence level of the interval; its lower end must clear the margin."""
+    slices: tuple[str, ...] = ()
+    """Columns whose categories are slices the candidate must not regress on."""
+    slice_tolerance: float = 0.05
+    """How much worse than the incumbent the candidate may be on any slice."""
+    min_slice_rows: int = 30
+    """Slices with fewer held-out rows are reported but not judged."""
+    latency_tolerance: float = 0.5
+    """How much slower (relative) the candidate's predictions may be: 0.5 means 1.5x."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts go (each alert is also an event)."""
+
+    webhook_url: str = ""
+    """``http(s)://`` URL receiving a Slack-compatible JSON body; empty: no webhook."""
+    webhook_secret: str = ""
+    """When set, each body is signed with HMAC-SHA256 (``X-Closedloop-Signature``)."""
+    timeout_seconds: float = 5.0
+    """Timeout of one delivery attempt."""
+    retries: int = 4
+    """Further attempts after a failed delivery, with exponential backoff."""
+    log_file: str = ""
+    """Also append each alert as one JSON line to this file; empty: the log channel only."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole tree."""
 
@@ -86,6 +154,9 @@ class Settings:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def resolve_path(self, value: str) -> str:
         """Make a relative local path absolute against the project folder; leave URLs alone."""
@@ -123,6 +194,9 @@ SECTIONS = {
     "pipeline": PipelineSettings,
     "server": ServerSettings,
     "monitor": MonitorSettings,
+    "agent": AgentSettings,
+    "gate": GateSettings,
+    "alerts": AlertSettings,
 }
 
 
@@ -154,12 +228,29 @@ def _coerce(section: str, name: str, kind: Any, value: Any, source: str) -> Any:
             return float(value)
         if kind is str and isinstance(value, str | int | float):
             return str(value)
+        if get_origin(kind) is tuple:
+            return _coerce_list(section, name, get_args(kind)[0], value, source)
     except ValueError:
         pass
     raise ConfigError(
-        f"The setting {where} must be a {kind.__name__}. Got {value!r} instead.",
+        f"The setting {where} must be a {_kind_name(kind)}. Got {value!r} instead.",
         hint=f"Fix it in {PROJECT_FILE} or the environment.",
     )
+
+
+def _kind_name(kind: Any) -> str:
+    if get_origin(kind) is tuple:
+        return f"list of {get_args(kind)[0].__name__}"
+    return str(kind.__name__)
+
+
+def _coerce_list(section: str, name: str, item: Any, value: Any, source: str) -> tuple[Any, ...]:
+    """A TOML list, or a comma-separated string (environment variables, flags)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise ValueError(value)
+    return tuple(_coerce(section, name, item, part, source) for part in value)
 
 
 def _section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
