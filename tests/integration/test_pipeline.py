@@ -7,7 +7,9 @@ folder from ``sys.path``) afterwards, so no test sees another test's code.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ import pytest
 from sklearn.metrics import mean_squared_error, roc_auc_score
 from tests.support import loans
 
+from closedloop.domain.gate import GateDecision
 from closedloop.errors import ConfigError, InvalidInputError, UserCodeError
 from closedloop.services import events, registry
 from closedloop.services.pipeline import TrainResult, split_holdout, train
@@ -36,6 +39,7 @@ TARGET = "default"
 # The user's code: plain functions, no closedloop import. Each trainer appends what it fitted to
 # FITTED so a test can compare the registered (pickled, reloaded) model with the fitted one.
 USER_MODULE = '''
+import time
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +118,31 @@ def train_xgboost(X, y):
     return _keep(make_pipeline(_encoder(dense=True), model).fit(X, y))
 
 
+class Slow:
+    """A fitted model whose every predict and predict_proba call first sleeps."""
+
+    def __init__(self, model, seconds):
+        self.model = model
+        self.seconds = seconds
+
+    def fit(self, X, y):
+        self.model.fit(X, y)
+        return self
+
+    def predict(self, X):
+        time.sleep(self.seconds)
+        return self.model.predict(X)
+
+    def predict_proba(self, X):
+        time.sleep(self.seconds)
+        return self.model.predict_proba(X)
+
+
+def train_slow(X, y):
+    """train_good, but every prediction call takes 50 ms longer."""
+    return _keep(Slow(train_good(X, y), 0.05))
+
+
 def train_raises(X, y):
     raise ValueError(f"the trainer broke on {len(X)} rows")
 
@@ -179,6 +208,7 @@ class Project:
         gate_margin: float = 0.0,
         raw_trainer: str | None = None,
         raw_loader: str | None = None,
+        gate: dict[str, Any] | None = None,
     ) -> Workspace:
         """(Re)write closedloop.toml and open a workspace from it, as `closedloop train` does."""
         toml = textwrap.dedent(
@@ -198,6 +228,8 @@ class Project:
             seed = 3
             """
         )
+        if gate:
+            toml += "\n[gate]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in gate.items())
         (self.folder / "closedloop.toml").write_text(toml, encoding="utf-8")
         ws = Workspace(load_settings(self.folder, env={}))
         self._open.append(ws)
@@ -224,6 +256,12 @@ def project(tmp_path: Path) -> Iterator[Project]:
     proj = Project(tmp_path)
     yield proj
     proj.close()
+
+
+# train_good one-hot encodes and scales every column where train_weak scales one, so it does
+# about twice the work per row. Tests of the improvement rule allow for that; the latency check
+# has tests of its own (below, and in tests/unit/test_gate.py).
+COSTLIER_CANDIDATE: dict[str, Any] = {"latency_tolerance": 4.0}
 
 
 def holdout_of(ws: Workspace, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
@@ -359,9 +397,10 @@ def test_a_better_candidate_passes_and_is_compared_on_the_same_held_out_rows(
 ) -> None:
     project.train(trainer="train_weak")
     # New data: the incumbent must be re-scored on the new held-out rows, not on its old metric.
-    new_frame = loans(600, seed=1)
+    # 2,000 rows (500 held out): enough for the improvement's interval to clear the margin.
+    new_frame = loans(2000, seed=1)
     project.write_data(new_frame)
-    ws, result = project.train(trainer="train_good")
+    ws, result = project.train(trainer="train_good", gate=COSTLIER_CANDIDATE)
 
     X_hold, y_hold = holdout_of(ws, new_frame)
     v1 = registry.load_version(ws, MODEL, 1)
@@ -373,10 +412,16 @@ def test_a_better_candidate_passes_and_is_compared_on_the_same_held_out_rows(
 
     decision = result.decision
     assert (result.version, result.promoted, decision.passed) == (2, True, True)
+    assert result.incumbent_version == 1
     assert decision.incumbent == pytest.approx(incumbent, abs=1e-12)
     assert decision.candidate == pytest.approx(candidate, abs=1e-12)
     assert decision.improvement == pytest.approx(candidate - incumbent, abs=1e-12)
-    assert "beats" in decision.reason
+    interval = decision.interval
+    assert interval is not None and interval.low is not None and interval.high is not None
+    assert 0 < interval.low < decision.improvement < interval.high
+    assert (interval.n_bootstrap, interval.confidence, interval.n_undefined) == (1000, 0.95, 0)
+    assert decision.latency is not None and decision.latency.passed
+    assert "beats" in decision.reason and "lies above margin" in decision.reason
     assert registry.resolve_alias(ws, MODEL) == 2
 
     gate = registry.get_version(ws, MODEL, 2).lineage["gate"]
@@ -385,6 +430,7 @@ def test_a_better_candidate_passes_and_is_compared_on_the_same_held_out_rows(
     assert gate["incumbent_version"] == 1
     assert gate["passed"] is True
     assert gate["note"] == ""
+    assert gate["interval"] == interval.to_dict()
 
     decided = gate_events(ws)[-1]
     assert decided.version == 2
@@ -393,6 +439,7 @@ def test_a_better_candidate_passes_and_is_compared_on_the_same_held_out_rows(
     assert decided.payload["incumbent_version"] == 1
     assert decided.payload["passed"] is True
     assert decided.reason == decision.reason
+    assert GateDecision.from_dict(decided.payload) == decision
 
     moves = registry.alias_history(ws, MODEL, "production")
     assert [(m.payload["from_version"], m.payload["to_version"]) for m in moves] == [
@@ -442,26 +489,33 @@ def test_a_candidate_that_ties_production_is_rejected(project: Project) -> None:
     assert registry.resolve_alias(ws, MODEL) == 1
 
 
-def test_gate_margin_rejects_a_candidate_better_by_less_than_the_margin(
+def test_the_margin_must_lie_below_the_lower_end_of_the_improvements_interval(
     project: Project,
 ) -> None:
+    project.write_data(loans(2000, seed=0))
     project.train(trainer="train_weak")
 
-    ws, huge = project.train(trainer="train_good", gate_margin=0.9)
-    gain = huge.decision.improvement
-    assert gain is not None
-    assert gain > 0.01
+    ws, huge = project.train(trainer="train_good", gate_margin=0.9, gate=COSTLIER_CANDIDATE)
+    gain, interval = huge.decision.improvement, huge.decision.interval
+    assert gain is not None and interval is not None and interval.low is not None
+    assert 0.01 < interval.low < gain
     assert not huge.promoted
     assert "by only" in huge.decision.reason
     assert "margin 0.900" in huge.decision.reason
     assert gate_events(ws)[-1].payload["margin"] == 0.9
 
-    ws, short = project.train(trainer="train_good", gate_margin=round(gain + 0.005, 6))
+    # Between the interval's lower end and the point estimate: the point clears the margin, the
+    # interval does not. (Same rows, same refitted model, same seed: the same interval.)
+    between = round((interval.low + gain) / 2, 6)
+    ws, short = project.train(trainer="train_good", gate_margin=between, gate=COSTLIER_CANDIDATE)
     assert short.decision.improvement == pytest.approx(gain, abs=1e-12)
+    assert short.decision.interval == interval
     assert not short.promoted
+    assert "not clearly" in short.decision.reason
     assert registry.resolve_alias(ws, MODEL) == 1
 
-    ws, enough = project.train(trainer="train_good", gate_margin=round(gain - 0.005, 6))
+    below = round(interval.low - 0.005, 6)
+    ws, enough = project.train(trainer="train_good", gate_margin=below, gate=COSTLIER_CANDIDATE)
     assert enough.promoted
     assert enough.decision.passed
     assert registry.resolve_alias(ws, MODEL) == enough.version == 4
@@ -636,6 +690,7 @@ def test_a_production_version_that_cannot_score_the_new_data_blocks_promotion(
 def test_promotion_does_not_overwrite_a_production_move_made_during_training(
     project: Project,
 ) -> None:
+    project.write_data(loans(2000, seed=0))  # enough held-out rows for v3 to clearly beat v1
     ws, _ = project.train(trainer="train_weak")
     registry.register_version(
         ws, MODEL, project.user.FITTED[-1], project.data().drop(columns=[TARGET])
@@ -648,7 +703,7 @@ def test_promotion_does_not_overwrite_a_production_move_made_during_training(
         return original(X, y)
 
     user.train_moving = train_while_someone_moves_production
-    ws, result = project.train(trainer="train_moving")
+    ws, result = project.train(trainer="train_moving", gate=COSTLIER_CANDIDATE)
     assert result.decision.passed  # v3 beat v1, the version it was compared with …
     assert not result.promoted  # … but production had moved to v2 meanwhile: not overwritten
     assert registry.resolve_alias(ws, MODEL) == 2
@@ -663,3 +718,145 @@ def test_multiclass_targets_are_scored_with_the_whole_probability_matrix(
     _, result = project.train(trainer="train_good")
     assert result.promoted
     assert 0.5 < result.decision.candidate <= 1.0
+
+
+# -- the statistical gate in the pipeline ----------------------------------------------------
+
+
+@pytest.fixture
+def on_each_store(project: Project, metadata_url: str) -> Project:
+    """The project with its metadata on SQLite, then on a fresh PostgreSQL database."""
+    project.metadata_url = metadata_url
+    project.write_data(loans(2000, seed=0))  # 500 held-out rows: train_good clearly wins
+    return project
+
+
+def test_promote_false_registers_and_records_the_decision_but_leaves_production(
+    on_each_store: Project,
+) -> None:
+    project = on_each_store
+    project.train(trainer="train_weak")
+    ws = project.configure(trainer="train_good", gate=COSTLIER_CANDIDATE)
+    extra = {"agent_step": "retrain:42", "trigger": {"kind": "drift", "check": 7}}
+    result = train(ws, actor="agent", promote=False, lineage_extra=extra)
+
+    assert (result.version, result.incumbent_version) == (2, 1)
+    assert result.decision.passed  # the gate passed …
+    assert not result.promoted  # … but production was not to be moved
+    assert result.to_dict()["promoted"] is False and result.to_dict()["gate"]["passed"] is True
+    assert registry.resolve_alias(ws, MODEL) == 1
+    assert [m.payload["to_version"] for m in registry.alias_history(ws, MODEL)] == [1]
+    assert registry.get_version(ws, MODEL, 2).aliases == []
+
+    lineage = registry.get_version(ws, MODEL, 2).lineage
+    assert lineage["agent_step"] == "retrain:42"
+    assert lineage["trigger"] == {"kind": "drift", "check": 7}
+    assert lineage["gate"]["passed"] is True and lineage["gate"]["promote"] is False
+    assert lineage["dataset"]["n_rows"] == 2000  # closedloop's own keys are all still there
+    decided = gate_events(ws)[-1]
+    assert (decided.version, decided.actor) == (2, "agent")
+    assert (decided.payload["passed"], decided.payload["promote"]) == (True, False)
+
+
+def test_the_gate_decided_event_carries_the_interval_the_slices_and_the_latency(
+    on_each_store: Project,
+) -> None:
+    project = on_each_store
+    gate = {**COSTLIER_CANDIDATE, "slices": ["region", "purpose"], "bootstrap": 400}
+    project.train(trainer="train_weak", gate=gate)
+    ws, result = project.train(trainer="train_good", gate=gate)
+    X_hold, y_hold = holdout_of(ws, project.data())
+
+    decided = gate_events(ws)[-1]
+    payload = decided.payload
+    assert GateDecision.from_dict(payload) == result.decision
+    interval = payload["interval"]
+    assert (interval["n_bootstrap"], interval["confidence"], interval["seed"]) == (400, 0.95, 0)
+    assert interval["low"] < payload["improvement"] < interval["high"]
+
+    slices = payload["slices"]
+    for column in ("region", "purpose"):
+        mine = {s["value"]: s for s in slices if s["column"] == column}
+        assert mine.keys() == set(X_hold[column])
+        assert sum(s["n"] for s in mine.values()) == len(X_hold) == 500
+    first = slices[0]
+    rows = (X_hold[first["column"]] == first["value"]).to_numpy()
+    fitted = project.user.FITTED[-1]
+    assert first["candidate"] == pytest.approx(auc_of(fitted, X_hold[rows], y_hold[rows]))
+    assert all(s["judged"] == (s["n"] >= 30) for s in slices)
+
+    latency = payload["latency"]
+    assert latency["candidate_seconds_per_row"] > 0 and latency["incumbent_seconds_per_row"] > 0
+    assert latency["ratio"] == pytest.approx(
+        latency["candidate_seconds_per_row"] / latency["incumbent_seconds_per_row"]
+    )
+    lineage_gate = registry.get_version(ws, MODEL, 2).lineage["gate"]
+    assert {k: v for k, v in lineage_gate.items() if k != "n_holdout"} == payload
+
+
+def test_a_much_slower_candidate_fails_the_latency_check(project: Project) -> None:
+    project.write_data(loans(2000, seed=0))
+    project.train(trainer="train_weak")
+    ws, result = project.train(trainer="train_slow")  # train_good, 50 ms slower per call
+
+    decision = result.decision
+    assert decision.interval is not None and decision.interval.low is not None
+    assert decision.interval.low > 0  # better predictions …
+    assert decision.latency is not None and not decision.latency.passed  # … far slower
+    assert not decision.passed and not result.promoted
+    assert "candidate too slow" in decision.reason
+    assert registry.resolve_alias(ws, MODEL) == 1
+
+
+def test_lineage_extra_may_not_replace_what_closedloop_records(project: Project) -> None:
+    ws = project.configure(trainer="train_weak")
+    with pytest.raises(InvalidInputError, match="must not set gate"):
+        train(ws, lineage_extra={"gate": {"passed": True}})
+    with pytest.raises(InvalidInputError, match="JSON-serialisable"):
+        train(ws, lineage_extra={"when": object()})
+    assert list_runs(ws) == []
+    assert registry.list_models(ws) == []
+
+
+def test_a_slice_column_the_data_lacks_is_a_config_error_before_anything_runs(
+    project: Project,
+) -> None:
+    ws = project.configure(gate={"slices": ["regoin"]})
+    with pytest.raises(ConfigError) as caught:
+        train(ws)
+    message = caught.value.message
+    assert "gate.slices names 'regoin'" in message
+    assert "region" in message and "purpose" in message  # the available columns
+    assert list_runs(ws) == []
+
+
+def test_closedloop_train_shows_the_interval_the_slices_and_the_latency(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from closedloop.cli.main import cli
+
+    for key in [k for k in os.environ if k.startswith("CLOSEDLOOP_")]:
+        monkeypatch.delenv(key)
+    project.write_data(loans(2000, seed=0))
+    project.train(trainer="train_weak")
+    project.configure(trainer="train_good", gate={**COSTLIER_CANDIDATE, "slices": ["region"]})
+
+    shown = CliRunner().invoke(cli, ["--project", str(project.folder), "train"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[1] == "gate PASSED against production v1"
+    assert "95% interval" in lines[2] and "lies above margin 0.000" in lines[2]
+    assert lines[3].startswith("  - no slice regresses beyond tolerance (")
+    assert lines[4].startswith("  - latency ") and "x; allowed 5.00x" in lines[4]
+    assert "1000 paired bootstrap resamples" in lines[5]
+    assert lines[-1] == "production → v2"
+
+    as_json = CliRunner().invoke(cli, ["--project", str(project.folder), "train", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.output)
+    assert (data["version"], data["promoted"], data["incumbent_version"]) == (3, False, 2)
+    assert "tie" in data["gate"]["reason"]  # the same model again
+    assert {s["value"] for s in data["gate"]["slices"]} == {"north", "south", "east", "west"}
+    assert set(data["gate"]["interval"]) >= {"low", "high", "n_bootstrap", "n_undefined"}

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from closedloop.cli.output import command_runner, dump_json, json_option, say, workspace
 from closedloop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from closedloop.domain.gate import GateDecision
 
 PROJECT_TOML = """\
 # closedloop project file. Every setting can also be set as CLOSEDLOOP_<SECTION>_<NAME>.
@@ -59,8 +63,9 @@ def train(X: pd.DataFrame, y: pd.Series):
         [("categories", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)],
         remainder="passthrough",
     )
-    model = make_pipeline(encode, HistGradientBoostingClassifier(max_iter=150, random_state=0))
-    return model.fit(X, y)
+    # a fixed number of trees (no early stopping): retrained versions cost the same per prediction
+    booster = HistGradientBoostingClassifier(max_iter=150, early_stopping=False, random_state=0)
+    return make_pipeline(encode, booster).fit(X, y)
 '''
 
 
@@ -100,20 +105,41 @@ def init_cmd(folder: Path, model: str, force: bool) -> None:
 @json_option
 @command_runner
 def train_cmd(reason: str, as_json: bool) -> None:
-    """Run the pipeline: load, split, fit, gate against production, register, promote if better."""
+    """Run the pipeline: load, split, fit, gate against production, register, promote if better.
+
+    The gate: a paired-bootstrap interval of the improvement over production on the same
+    held-out rows (its lower end must clear pipeline.gate_margin), no regression on the
+    [gate] slices, and no much slower predictions. --json prints the whole decision.
+    """
     from closedloop.services.pipeline import train
 
     result = train(workspace(), reason=reason)
     if as_json:
         dump_json(result.to_dict())
         return
-    d = result.decision
     say(
         f"registered {result.model} v{result.version} (run {result.run_id[:8]}, "
         f"{result.n_train} training rows, {result.n_holdout} held out)"
     )
-    say(f"gate {'PASSED' if d.passed else 'REJECTED'}: {d.reason}")
+    for line in gate_summary(result.decision, result.incumbent_version):
+        say(line)
     say(f"production → v{result.version}" if result.promoted else "production unchanged")
+
+
+def gate_summary(decision: GateDecision, incumbent_version: int | None) -> list[str]:
+    """The gate's verdict, then one line per check: the improvement and its interval, the
+    slices (failing ones named), the latency ratio."""
+    against = "" if incumbent_version is None else f" against production v{incumbent_version}"
+    lines = [f"gate {'PASSED' if decision.passed else 'REJECTED'}{against}"]
+    lines.extend(f"  - {reason}" for reason in decision.reasons or (decision.reason,))
+    interval = decision.interval
+    if interval is not None:
+        lines.append(
+            f"    ({interval.n_bootstrap} paired bootstrap resamples of the held-out rows, "
+            f"seed {interval.seed}, {interval.n_undefined} with {decision.metric} undefined; "
+            "--json shows every figure)"
+        )
+    return lines
 
 
 @click.group("db")

@@ -13,6 +13,11 @@ probability matrix); every other metric takes ``y_pred``. For ``f1``, ``precisio
 ``recall`` a binary problem is scored on its positive class (``1``/``True`` when present,
 otherwise the larger label); with more than two classes the macro average is used.
 
+For the promotion gate, :func:`row_terms` reduces one model's predictions to per-row terms
+(:class:`RowTerms`) from which the same metric is recomputed on any re-weighting of the rows:
+thousands of bootstrap resamples, or each slice, with matrix products and no per-resample Python
+loop. On the original rows it equals :func:`score`.
+
 Pure: numpy and :mod:`sklearn.metrics` (imported lazily), no I/O.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +46,7 @@ METRICS: tuple[str, ...] = CLASSIFICATION_METRICS + REGRESSION_METRICS
 
 _LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 _NEEDS_SCORES = frozenset({"roc_auc", "log_loss"})
+_EPS = 1e-15  # probabilities are clipped to [_EPS, 1 - _EPS] before taking logs
 
 
 def check_metric(metric: object) -> str:
@@ -74,6 +81,12 @@ def score(
     inputs are missing, empty, of mismatched length, contain NaN, or cannot be scored (e.g.
     ``roc_auc`` when ``y_true`` holds a single class).
     """
+    truth, values = _inputs(metric, y_true, y_pred, y_score)
+    return float(_SCORERS[metric](truth, values))
+
+
+def _inputs(metric: str, y_true: Any, y_pred: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(truth, values)`` arrays for ``metric`` (see :func:`score` for the errors)."""
     check_metric(metric)
     truth = _as_array(y_true, "y_true")
     if metric in _NEEDS_SCORES:
@@ -99,8 +112,7 @@ def score(
     if metric in REGRESSION_METRICS:
         _check_numeric(truth, "y_true")
         _check_numeric(values, "y_pred")
-    result = _SCORERS[metric](truth, values)
-    return float(result)
+    return truth, values
 
 
 def _as_array(values: Any, name: str, *, allow_2d: bool = False) -> np.ndarray:
@@ -186,6 +198,15 @@ def _roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
 def _log_loss(truth: np.ndarray, scores: np.ndarray) -> float:
     from sklearn.metrics import log_loss
 
+    targets, probabilities, labels = _log_loss_inputs(truth, scores)
+    return float(log_loss(targets, probabilities, labels=labels))
+
+
+def _log_loss_inputs(
+    truth: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    """Targets, clipped probabilities and labels: 0/1 targets and the positive-class column for
+    a 1-D ``scores``; the labels themselves and a row-normalised matrix for a 2-D one."""
     classes = _classes(truth)
     if scores.ndim == 1:
         if bool((scores < 0).any() or (scores > 1).any()):
@@ -205,17 +226,14 @@ def _log_loss(truth: np.ndarray, scores: np.ndarray) -> float:
             binary = truth.astype(int)
         else:
             binary = (truth == positive).astype(int)
-        clipped = np.clip(scores.astype(float), 1e-15, 1 - 1e-15)
-        return float(log_loss(binary, clipped, labels=[0, 1]))
-    labels = classes.tolist() if len(classes) == scores.shape[1] else None
-    if labels is None:
+        return binary, np.clip(scores.astype(float), _EPS, 1 - _EPS), [0, 1]
+    if len(classes) != scores.shape[1]:
         raise InvalidInputError(
             f"y_score has {scores.shape[1]} columns but y_true holds {len(classes)} classes.",
             hint="Score on a sample that contains every class the model predicts.",
         )
-    clipped = np.clip(scores.astype(float), 1e-15, 1 - 1e-15)
-    clipped = clipped / clipped.sum(axis=1, keepdims=True)
-    return float(log_loss(truth, clipped, labels=labels))
+    clipped = np.clip(scores.astype(float), _EPS, 1 - _EPS)
+    return truth, clipped / clipped.sum(axis=1, keepdims=True), classes.tolist()
 
 
 def _accuracy(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -274,12 +292,255 @@ _SCORERS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "r2": _r2,
 }
 
+# -- one model's outputs, and the metric on re-weighted rows -------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Outputs:
+    """One model's per-row outputs on evaluation rows: ``labels`` from ``predict`` and, when the
+    model has ``predict_proba``, ``scores`` (the positive-class column for a binary problem, the
+    whole probability matrix otherwise)."""
+
+    labels: Any
+    scores: Any = None
+
+
+def score_outputs(metric: str, y_true: Any, outputs: Outputs) -> float:
+    """:func:`score` of one model's :class:`Outputs`."""
+    return score(metric, y_true, y_pred=outputs.labels, y_score=outputs.scores)
+
+
+@dataclass(frozen=True, eq=False)
+class RowTerms:
+    """A model's predictions reduced to per-row terms from which ``metric`` can be recomputed on
+    any re-weighting of the rows, e.g. thousands of bootstrap resamples at once, with matrix
+    products instead of a Python loop per resample.
+
+    Weights are row multiplicities: a bootstrap resample that draws row 7 twice gives it weight 2
+    (and the metric equals :func:`score` on the resampled rows); a slice gives its rows weight 1.
+    Whatever depends on the whole evaluation set (the positive label, the class list, the target
+    mean that ``r2`` is centred on) is fixed when the terms are built, so every re-weighting is
+    scored the same way.
+
+    * ``accuracy``, ``log_loss``, ``mae``, ``rmse``: one per-row term, averaged;
+    * ``precision``, ``recall``, ``f1``: per-class true-positive, true and predicted counts
+      (``macro``: averaged over the classes present in the weighted rows, as scikit-learn does);
+    * ``r2``: squared error and the centred target and its square;
+    * ``roc_auc``: the scores and positive flags per ranking column (one for binary problems,
+      one per class for one-vs-rest), scored by weighted ranks with ties counted as half.
+    """
+
+    metric: str
+    terms: np.ndarray
+    ranking: np.ndarray
+    positives: np.ndarray
+    macro: bool = False
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.terms.shape[0])
+
+    def take(self, rows: np.ndarray) -> RowTerms:
+        """The terms of the given rows only (positions or a boolean mask)."""
+        return replace(
+            self,
+            terms=self.terms[rows],
+            ranking=self.ranking[rows],
+            positives=self.positives[rows],
+        )
+
+    def weighted(self, weights: np.ndarray) -> np.ndarray:
+        """The metric under each row of ``weights`` (shape ``(k, n_rows)``, non-negative row
+        multiplicities): an array of ``k`` values, NaN where the metric is undefined (e.g.
+        ``roc_auc`` with one class only, ``r2`` with a constant target)."""
+        matrix = np.asarray(weights, dtype=float)
+        if matrix.ndim != 2 or matrix.shape[1] != self.n_rows:
+            raise InvalidInputError(
+                f"weights must have shape (k, {self.n_rows}). Got {matrix.shape} instead."
+            )
+        if self.metric == "roc_auc":
+            return _weighted_auc(self.ranking, self.positives, matrix)
+        sums = matrix @ self.terms
+        total = matrix.sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = _FINISH[self.metric](sums, total, self.macro)
+        return np.where(total > 0, values, np.nan)
+
+
+def row_terms(metric: str, y_true: Any, y_pred: Any = None, y_score: Any = None) -> RowTerms:
+    """The :class:`RowTerms` of one model's predictions; takes and checks the same inputs as
+    :func:`score` (but does not fail when the metric is undefined on all rows together)."""
+    truth, values = _inputs(metric, y_true, y_pred, y_score)
+    return _TERMS[metric](truth, values)
+
+
+def outputs_terms(metric: str, y_true: Any, outputs: Outputs) -> RowTerms:
+    """:func:`row_terms` of one model's :class:`Outputs`."""
+    return row_terms(metric, y_true, y_pred=outputs.labels, y_score=outputs.scores)
+
+
+def _linear(metric: str, columns: list[np.ndarray], *, macro: bool = False) -> RowTerms:
+    terms = np.column_stack([np.asarray(c, dtype=float) for c in columns])
+    n = terms.shape[0]
+    return RowTerms(metric, terms, np.zeros((n, 0)), np.zeros((n, 0), dtype=bool), macro)
+
+
+def _accuracy_terms(truth: np.ndarray, pred: np.ndarray) -> RowTerms:
+    _classes(truth, pred)
+    return _linear("accuracy", [truth == pred])
+
+
+def _count_terms(metric: str) -> Callable[[np.ndarray, np.ndarray], RowTerms]:
+    def build(truth: np.ndarray, pred: np.ndarray) -> RowTerms:
+        classes = _classes(truth, pred)
+        macro = len(classes) > 2
+        chosen = classes.tolist() if macro else [_positive_label(classes)]
+        is_true = [truth == label for label in chosen]
+        is_pred = [pred == label for label in chosen]
+        hits = [t & p for t, p in zip(is_true, is_pred, strict=True)]
+        return _linear(metric, hits + is_true + is_pred, macro=macro)
+
+    return build
+
+
+def _log_loss_terms(truth: np.ndarray, scores: np.ndarray) -> RowTerms:
+    targets, probabilities, labels = _log_loss_inputs(truth, scores)
+    if probabilities.ndim == 1:
+        loss = -np.where(targets == 1, np.log(probabilities), np.log(1 - probabilities))
+    else:
+        column = np.searchsorted(np.asarray(labels), targets)
+        loss = -np.log(probabilities[np.arange(len(targets)), column])
+    return _linear("log_loss", [loss])
+
+
+def _regression_terms(metric: str) -> Callable[[np.ndarray, np.ndarray], RowTerms]:
+    def build(truth: np.ndarray, pred: np.ndarray) -> RowTerms:
+        target = truth.astype(float)
+        error = target - pred.astype(float)
+        if metric == "mae":
+            return _linear(metric, [np.abs(error)])
+        if metric == "rmse":
+            return _linear(metric, [error * error])
+        centred = target - target.mean()
+        return _linear(metric, [error * error, centred, centred * centred])
+
+    return build
+
+
+def _auc_terms(truth: np.ndarray, scores: np.ndarray) -> RowTerms:
+    classes = _classes(truth)
+    if scores.ndim == 2:
+        if scores.shape[1] != len(classes):
+            raise InvalidInputError(
+                f"y_score has {scores.shape[1]} columns but y_true holds {len(classes)} classes."
+            )
+        if len(classes) == 2:  # scikit-learn's positive class: the larger label
+            ranking, positives = scores[:, 1:2], (truth == classes[1])[:, None]
+        else:
+            ranking, positives = scores, truth[:, None] == classes[None, :]
+    else:
+        if len(classes) > 2:
+            raise InvalidInputError(
+                f"roc_auc with {len(classes)} classes needs a 2-D y_score of shape "
+                f"(n, {len(classes)}). Got a 1-D array instead."
+            )
+        ranking, positives = scores[:, None], (truth == _positive_label(classes))[:, None]
+    n = truth.shape[0]
+    return RowTerms("roc_auc", np.zeros((n, 0)), ranking.astype(float), positives.astype(bool))
+
+
+def _weighted_auc(ranking: np.ndarray, positives: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mean over ranking columns of the weighted Mann-Whitney AUC (NaN if any is undefined)."""
+    columns = [
+        _auc_column(ranking[:, j], positives[:, j], weights) for j in range(ranking.shape[1])
+    ]
+    return np.asarray(np.mean(columns, axis=0))
+
+
+def _auc_column(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """P(score of a positive > score of a negative) + half the ties, rows counted by weight."""
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # groups of tied scores
+    weight = weights[:, order]
+    is_positive = positive[order]
+    pos = np.add.reduceat(weight * is_positive, starts, axis=1)
+    neg = np.add.reduceat(weight * ~is_positive, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    return np.where(pairs > 0, wins / np.where(pairs > 0, pairs, 1.0), np.nan)
+
+
+def _mean_term(sums: np.ndarray, total: np.ndarray, macro: bool) -> np.ndarray:
+    return np.asarray(sums[:, 0] / total)
+
+
+def _root_mean_term(sums: np.ndarray, total: np.ndarray, macro: bool) -> np.ndarray:
+    return np.asarray(np.sqrt(sums[:, 0] / total))
+
+
+def _r2_from_sums(sums: np.ndarray, total: np.ndarray, macro: bool) -> np.ndarray:
+    residual, first, second = sums[:, 0], sums[:, 1], sums[:, 2]
+    spread = second - first * first / total
+    defined = spread > 1e-12 * second  # a constant target leaves only rounding noise
+    return np.where(defined, 1.0 - residual / np.where(defined, spread, 1.0), np.nan)
+
+
+def _count_metric(kind: str) -> Callable[[np.ndarray, np.ndarray, bool], np.ndarray]:
+    def finish(sums: np.ndarray, total: np.ndarray, macro: bool) -> np.ndarray:
+        k = sums.shape[1] // 3
+        hits, true, pred = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k :]
+        numerator, denominator = {
+            "precision": (hits, pred),
+            "recall": (hits, true),
+            "f1": (2 * hits, true + pred),
+        }[kind]
+        per_class = np.divide(
+            numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0
+        )
+        if not macro:
+            return np.asarray(per_class[:, 0])
+        present = (true + pred) > 0  # scikit-learn averages over the labels that occur
+        return np.asarray((per_class * present).sum(axis=1) / present.sum(axis=1))
+
+    return finish
+
+
+_TERMS: dict[str, Callable[[np.ndarray, np.ndarray], RowTerms]] = {
+    "roc_auc": _auc_terms,
+    "accuracy": _accuracy_terms,
+    "f1": _count_terms("f1"),
+    "log_loss": _log_loss_terms,
+    "precision": _count_terms("precision"),
+    "recall": _count_terms("recall"),
+    "rmse": _regression_terms("rmse"),
+    "mae": _regression_terms("mae"),
+    "r2": _regression_terms("r2"),
+}
+
+_FINISH: dict[str, Callable[[np.ndarray, np.ndarray, bool], np.ndarray]] = {
+    "accuracy": _mean_term,
+    "log_loss": _mean_term,
+    "mae": _mean_term,
+    "rmse": _root_mean_term,
+    "r2": _r2_from_sums,
+    "precision": _count_metric("precision"),
+    "recall": _count_metric("recall"),
+    "f1": _count_metric("f1"),
+}
+
 __all__ = [
     "CLASSIFICATION_METRICS",
     "METRICS",
     "REGRESSION_METRICS",
+    "Outputs",
+    "RowTerms",
     "check_metric",
     "higher_is_better",
     "is_classification",
+    "outputs_terms",
+    "row_terms",
     "score",
+    "score_outputs",
 ]

@@ -6,15 +6,21 @@ The project file names two plain functions (``module:function``); neither needs 
 * the trainer takes ``(X, y)`` and returns a fitted model with ``predict`` (and ``predict_proba``
   when it has one).
 
-``train`` loads → splits off held-out data → fits → scores the candidate and the incumbent
-production version on the *same* held-out rows → registers the candidate → promotes it only when
-the gate passes. The decision and both scores are recorded on the version and in the event log.
+``train`` loads → splits off held-out data → fits → predicts with the candidate and the incumbent
+production version on the *same* held-out rows (once each) → runs the gate
+(:func:`closedloop.domain.gate.judge`: a paired-bootstrap interval of the improvement, the
+declared slices, and both models' latency, which is measured here) → registers the candidate →
+promotes it only when the gate passes (and promotion was asked for). The whole decision is
+recorded on the version's lineage and in the ``gate.decided`` event.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+import statistics
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +42,25 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from closedloop.domain.gate import GateDecision
+    from closedloop.domain.gate import GateDecision, GateRules
+    from closedloop.domain.metrics import Outputs
     from closedloop.domain.model import LoadedVersion
+
+LATENCY_REPEATS = 7
+"""Timed predict calls per model (interleaved, alternating which model goes first); the median
+is judged. Fewer (at least 3) when the calls are slow, see :data:`LATENCY_BUDGET_SECONDS`."""
+LATENCY_BUDGET_SECONDS = 10.0
+"""Stop adding latency repeats (after the third) once this much time has been spent timing."""
+_LINEAGE_KEYS = frozenset({"dataset", "run_id", "gate", "git_commit", "git_dirty", "environment"})
 
 
 @dataclass(frozen=True)
 class TrainResult:
+    """One pipeline run: the registered version, the gate's decision and whether production
+    moved to it (never when ``promote=False`` was asked for; ``decision.passed`` still says
+    whether the gate passed). ``incumbent_version`` is the production version it was compared
+    with (None when there was none)."""
+
     model: str
     version: int
     run_id: str
@@ -49,6 +68,7 @@ class TrainResult:
     promoted: bool
     n_train: int
     n_holdout: int
+    incumbent_version: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +77,7 @@ class TrainResult:
             "run_id": self.run_id,
             "promoted": self.promoted,
             "gate": self.decision.to_dict(),
+            "incumbent_version": self.incumbent_version,
             "n_train": self.n_train,
             "n_holdout": self.n_holdout,
         }
@@ -118,21 +139,75 @@ def split_holdout(
     return train, holdout
 
 
-def evaluate(
-    loaded: LoadedVersion | Any, X: pd.DataFrame, y: pd.Series | np.ndarray, metric: str
-) -> float:
-    """Score a model (a LoadedVersion or a bare estimator) on held-out rows."""
-    from closedloop.domain.metrics import score
+def predict_outputs(model: LoadedVersion | Any, X: pd.DataFrame) -> Outputs:
+    """What the gate scores and times: ``predict`` and, when the model has it, ``predict_proba``
+    (its positive column for a binary classifier, the whole matrix otherwise)."""
+    from closedloop.domain.metrics import Outputs
+    from closedloop.domain.model import LoadedVersion
 
-    predict = getattr(loaded, "estimator", loaded)
-    labels = predict.predict(X)
-    proba = getattr(predict, "predict_proba", None)
+    estimator = model.estimator if isinstance(model, LoadedVersion) else model
+    labels = estimator.predict(X)
+    proba = getattr(estimator, "predict_proba", None)
     scores = None
     if callable(proba):
         matrix = proba(X)
         if getattr(matrix, "ndim", 0) == 2:  # binary: the positive column; else the whole matrix
             scores = matrix[:, 1] if matrix.shape[1] == 2 else matrix
-    return float(score(metric, y, y_pred=labels, y_score=scores))
+    return Outputs(labels=labels, scores=scores)
+
+
+def evaluate(
+    loaded: LoadedVersion | Any, X: pd.DataFrame, y: pd.Series | np.ndarray, metric: str
+) -> float:
+    """Score a model (a LoadedVersion or a bare estimator) on held-out rows."""
+    from closedloop.domain.metrics import score_outputs
+
+    return score_outputs(metric, y, predict_outputs(loaded, X))
+
+
+def time_predictions(
+    *calls: tuple[Any, pd.DataFrame],
+    repeats: int = LATENCY_REPEATS,
+    budget: float = LATENCY_BUDGET_SECONDS,
+) -> list[float]:
+    """Median seconds of one :func:`predict_outputs` call for each ``(model, rows)`` pair.
+
+    The calls are timed in interleaved rounds, each round rotating which model goes first, so
+    that every model sees the same machine load. Native thread pools (OpenMP, BLAS) are limited
+    to one thread while timing: on a busy machine oversubscribed pools make wall-clock times
+    swing several-fold between identical calls, while one thread measures each model's compute
+    per row, which is what the comparison is about. Garbage collection is paused while timing,
+    as :mod:`timeit` does. After three rounds, no further round starts once ``budget`` seconds
+    have been spent.
+    """
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    timings: list[list[float]] = [[] for _ in calls]
+    spent = 0.0
+    with threadpool_limits(limits=1):
+        for round_ in range(repeats):
+            if round_ >= 3 and spent > budget:
+                break
+            for k in range(len(calls)):
+                which = (k + round_) % len(calls)
+                elapsed = _timed_call(*calls[which])
+                timings[which].append(elapsed)
+                spent += elapsed
+    return [statistics.median(t) for t in timings]
+
+
+def _timed_call(model: Any, X: pd.DataFrame) -> float:
+    import gc
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        predict_outputs(model, X)
+        return time.perf_counter() - start
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _incumbent_version(ws: Workspace, model: str) -> int | None:
@@ -143,20 +218,37 @@ def _incumbent_version(ws: Workspace, model: str) -> int | None:
         return None
 
 
-def _score_incumbent(
+@dataclass(frozen=True)
+class _Incumbent:
+    """Production's estimator, its view of the held-out rows and its outputs on them (all None
+    when there is no production version or it cannot score these rows: ``note`` says which)."""
+
+    estimator: Any = None
+    frame: pd.DataFrame | None = None
+    outputs: Outputs | None = None
+    note: str = ""
+
+
+def _load_incumbent(
     ws: Workspace, model: str, number: int | None, X: pd.DataFrame, y: Any, metric: str
-) -> tuple[int | None, float | None, str]:
+) -> _Incumbent:
+    from closedloop.domain.metrics import score_outputs
+
     if number is None:
-        return None, None, "no production version"
+        return _Incumbent(note="no production version")
     try:
-        incumbent = registry.load_version(ws, model, number)
-        frame = X[incumbent.signature.names()]
-        return number, evaluate(incumbent, frame, y, metric), ""
-    except (ClosedloopError, KeyError, ValueError) as exc:
-        return number, None, f"incumbent v{number} cannot score this data: {exc}"
+        loaded = registry.load_version(ws, model, number)
+        frame = X[loaded.signature.names()]
+        outputs = predict_outputs(loaded, frame)
+        score_outputs(metric, y, outputs)  # scorable on these rows?
+    except (ClosedloopError, KeyError, ValueError, TypeError) as exc:
+        return _Incumbent(note=f"incumbent v{number} cannot score this data: {exc}")
+    return _Incumbent(estimator=loaded.estimator, frame=frame, outputs=outputs)
 
 
-def _load(ws: Workspace) -> tuple[pd.DataFrame, str]:
+def load_frame(ws: Workspace) -> tuple[pd.DataFrame, str]:
+    """Call the project's loader; returns its frame (checked: a DataFrame with the target and at
+    least 10 rows) and the loader's name as the data source."""
     import pandas as pd
 
     cfg = ws.settings.pipeline
@@ -183,6 +275,21 @@ def _load(ws: Workspace) -> tuple[pd.DataFrame, str]:
     return frame, cfg.loader
 
 
+def gate_rules(ws: Workspace) -> GateRules:
+    """The ``[gate]`` settings as the domain's rules (ConfigError when one is invalid)."""
+    from closedloop.domain.gate import GateRules
+
+    g = ws.settings.gate
+    return GateRules(
+        bootstrap=g.bootstrap,
+        confidence=g.confidence,
+        seed=g.seed,
+        slice_tolerance=g.slice_tolerance,
+        min_slice_rows=g.min_slice_rows,
+        latency_tolerance=g.latency_tolerance,
+    )
+
+
 def train(
     ws: Workspace,
     *,
@@ -190,16 +297,28 @@ def train(
     source: str | None = None,
     actor: str | None = None,
     reason: str = "",
+    promote: bool = True,
+    lineage_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Run the pipeline once; ``frame`` replaces the loader (used by retraining on new data)."""
-    from closedloop.domain.gate import decide
+    """Run the pipeline once; ``frame`` replaces the loader (used by retraining on new data).
+
+    ``promote=False`` registers the candidate and records the gate's decision but leaves
+    production where it is (``TrainResult.promoted`` is False; ``decision.passed`` says whether
+    the gate passed). ``lineage_extra`` is merged into the version's lineage, e.g.
+    ``{"agent_step": "retrain:42"}``: JSON-serialisable, without the keys closedloop writes.
+    """
+    from closedloop.domain.gate import select_slices
+    from closedloop.domain.metrics import score_outputs
 
     cfg = ws.settings.pipeline
+    extra = _check_lineage_extra(lineage_extra)
+    rules = gate_rules(ws)
     if frame is None:
-        frame, source = _load(ws)
+        frame, source = load_frame(ws)
     actor = actor or default_actor()
     trainer = import_function(cfg.trainer, setting="trainer", ws=ws)
     train_rows, holdout = split_holdout(frame, cfg.target, cfg.holdout_fraction, cfg.seed)
+    slices = select_slices(ws.settings.gate.slices, holdout)
     X_train, y_train = train_rows.drop(columns=[cfg.target]), train_rows[cfg.target]
     X_hold, y_hold = holdout.drop(columns=[cfg.target]), holdout[cfg.target]
     with start_run(ws, name=f"train-{cfg.model}", experiment=cfg.model) as run:
@@ -216,15 +335,20 @@ def train(
         data_hash = run.log_dataset(frame, source=source or "frame", role="training")
         incumbent_version = _incumbent_version(ws, cfg.model)
         estimator = _call_user(trainer, f"trainer {cfg.trainer}", X_train, y_train)
-        candidate = evaluate(estimator, X_hold, y_hold, cfg.metric)
+        outputs = _call_user(predict_outputs, "candidate's predict", estimator, X_hold)
+        candidate = score_outputs(cfg.metric, y_hold, outputs)
         run.log_metric(cfg.metric, candidate)
-        incumbent_version, incumbent, note = _score_incumbent(
-            ws, cfg.model, incumbent_version, X_hold, y_hold, cfg.metric
+        decision, note = _run_gate(
+            ws, rules, (estimator, outputs), incumbent_version, X_hold, y_hold, slices
         )
-        decision = decide(cfg.metric, candidate, incumbent, cfg.gate_margin)
-        if incumbent_version is not None and incumbent is None:
-            decision = _unscorable_incumbent(decision, incumbent_version, note)
+        gate_record = {
+            **decision.to_dict(),
+            "incumbent_version": incumbent_version,
+            "note": note,
+            "promote": promote,
+        }
         lineage = {
+            **extra,
             "dataset": {
                 "sha256": data_hash,
                 "source": source or "frame",
@@ -232,12 +356,7 @@ def train(
                 "schema": {str(c): str(t) for c, t in frame.dtypes.items()},
             },
             "run_id": run.id,
-            "gate": {
-                **decision.to_dict(),
-                "incumbent_version": incumbent_version,
-                "note": note,
-                "n_holdout": len(holdout),
-            },
+            "gate": {**gate_record, "n_holdout": len(holdout)},
         }
         from closedloop.services.tracking import code_version, environment
 
@@ -257,8 +376,12 @@ def train(
             reason=reason or "closedloop train",
             evaluation=(X_hold, y_hold),
         )
-        _record_decision(ws, info.number, decision, incumbent_version, note, actor)
-        promoted = decision.passed and _promote(ws, info.number, incumbent_version, decision, actor)
+        _record_decision(ws, info.number, decision, gate_record, actor)
+        promoted = (
+            promote
+            and decision.passed
+            and _promote(ws, info.number, incumbent_version, decision, actor)
+        )
     return TrainResult(
         model=cfg.model,
         version=info.number,
@@ -267,20 +390,76 @@ def train(
         promoted=promoted,
         n_train=len(train_rows),
         n_holdout=len(holdout),
+        incumbent_version=incumbent_version,
     )
+
+
+def _run_gate(
+    ws: Workspace,
+    rules: GateRules,
+    candidate: tuple[Any, Outputs],
+    incumbent_version: int | None,
+    X: pd.DataFrame,
+    y: pd.Series,
+    slices: dict[str, Any],
+) -> tuple[GateDecision, str]:
+    """The gate's decision for the candidate's ``(estimator, outputs)`` and a note on the
+    incumbent (empty when it was scored). Latency is measured here, judged by the domain."""
+    from closedloop.domain.gate import judge, judge_latency
+
+    cfg = ws.settings.pipeline
+    estimator, outputs = candidate
+    incumbent = _load_incumbent(ws, cfg.model, incumbent_version, X, y, cfg.metric)
+    if incumbent.outputs is None or incumbent.frame is None:
+        decision = judge(cfg.metric, y, outputs, None, margin=cfg.gate_margin, rules=rules)
+        if incumbent_version is not None:
+            decision = _unscorable_incumbent(decision, incumbent_version, incumbent.note)
+        return decision, incumbent.note
+    seconds = time_predictions((estimator, X), (incumbent.estimator, incumbent.frame))
+    latency = judge_latency(*seconds, n_rows=len(X), tolerance=rules.latency_tolerance)
+    decision = judge(
+        cfg.metric,
+        y,
+        outputs,
+        incumbent.outputs,
+        margin=cfg.gate_margin,
+        rules=rules,
+        slices=slices,
+        latency=latency,
+    )
+    return decision, incumbent.note
+
+
+def _check_lineage_extra(extra: dict[str, Any] | None) -> dict[str, Any]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise InvalidInputError(
+            f"lineage_extra must be a dict with str keys. Got {type(extra).__name__} instead."
+        )
+    clash = sorted(_LINEAGE_KEYS & set(extra))
+    if clash:
+        raise InvalidInputError(
+            f"lineage_extra must not set {', '.join(clash)}: closedloop writes those keys. "
+            f"Got keys {', '.join(sorted(extra))}."
+        )
+    try:
+        json.dumps(extra)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"lineage_extra must be JSON-serialisable: {exc}.") from exc
+    return dict(extra)
 
 
 def _unscorable_incumbent(decision: GateDecision, version: int, note: str) -> GateDecision:
     """Production exists but cannot score the held-out rows: never promote past it silently."""
     from dataclasses import replace
 
-    return replace(
-        decision,
-        passed=False,
-        reason=f"production v{version} could not be scored on the same held-out rows ({note}); "
+    reason = (
+        f"production v{version} could not be scored on the same held-out rows ({note}); "
         "the candidate is registered but not promoted — promote it explicitly with "
-        "`closedloop alias set` if that is intended",
+        "`closedloop alias set` if that is intended"
     )
+    return replace(decision, passed=False, reason=reason, reasons=(reason,))
 
 
 def _promote(
@@ -303,12 +482,7 @@ def _promote(
 
 
 def _record_decision(
-    ws: Workspace,
-    number: int,
-    decision: GateDecision,
-    incumbent: int | None,
-    note: str,
-    actor: str,
+    ws: Workspace, number: int, decision: GateDecision, payload: dict[str, Any], actor: str
 ) -> None:
     from closedloop.services import events
 
@@ -319,7 +493,7 @@ def _record_decision(
             actor=actor,
             model=ws.settings.pipeline.model,
             version=number,
-            payload={**decision.to_dict(), "incumbent_version": incumbent, "note": note},
+            payload=payload,
             reason=decision.reason,
         )
 
