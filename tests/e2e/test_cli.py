@@ -293,6 +293,33 @@ def test_drift_files_after_the_drift_point_exits_1_and_flags_the_changed_columns
         assert column in verdict
 
 
+def test_drift_files_loads_neither_scikit_learn_nor_scipy_nor_the_store(tmp_path: Path) -> None:
+    # Start-up is most of a small check: the tests, the classifier and the file path are
+    # numpy, pyarrow and pandas only (scipy.stats and scikit-learn cost ~0.5 s and ~1 s).
+    ref = _write(_pre(1), tmp_path / "ref.parquet")
+    cur = _write(_post(3), tmp_path / "cur.parquet")
+    code = (
+        "import sys\n"
+        "from closedloop.cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit as stop:\n    code = stop.code\n"
+        "heavy = [m for m in ('sklearn', 'scipy', 'sqlalchemy') if m in sys.modules]\n"
+        "print('LOADED=' + ','.join(heavy), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "drift", str(ref), str(cur), "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_clean_env(),
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert as_json(result)["multivariate"]["method"] == "domain_classifier"
+    assert result.stderr.strip().splitlines()[-1] == "LOADED="
+
+
 def test_drift_file_errors_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     ref = _write(_pre(1, 500), tmp_path / "ref.parquet")
     cur = _write(_pre(2, 500), tmp_path / "cur.csv")
@@ -478,6 +505,13 @@ COMMANDS = [
     ["db", "upgrade"],
     ["db", "current"],
     ["demo"],
+    ["agent"],
+    ["agent", "status"],
+    ["retrain"],
+    ["alerts"],
+    ["alerts", "list"],
+    ["alerts", "test"],
+    ["backtest"],
 ]
 JSON_COMMANDS = [
     ["train"],
@@ -492,6 +526,12 @@ JSON_COMMANDS = [
     ["rollout", "start"],
     ["rollout", "status"],
     ["rollout", "evaluate"],
+    ["agent"],
+    ["agent", "status"],
+    ["retrain"],
+    ["alerts"],
+    ["alerts", "test"],
+    ["backtest"],
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from closedloop import __version__
-from closedloop.cli import data, project, registry, rollout, serve
+from closedloop.cli import agent, alerts, backtest, data, project, registry, rollout, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +25,7 @@ def cli(project: str | None, debug: bool) -> None:
     """
 
 
-for module in (project, registry, data, serve, rollout):
+for module in (project, registry, data, serve, rollout, agent, alerts, backtest):
     module.register(cli)
 
 

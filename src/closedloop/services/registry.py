@@ -98,6 +98,18 @@ def _model_id(conn: Connection, name: str, *, lock: bool = False) -> int:
     return int(model_id)
 
 
+def lock_model(conn: Connection, name: str) -> int:
+    """Inside a write transaction: the model's id, its row locked until commit (PostgreSQL;
+    SQLite writers are serialised by ``BEGIN IMMEDIATE``). NotFoundError if unknown."""
+    return _model_id(conn, name, lock=True)
+
+
+def get_model_id(ws: Workspace, name: str) -> int:
+    """The model's id (NotFoundError if there is no such model)."""
+    with ws.metadata.read() as conn:
+        return _model_id(conn, name)
+
+
 def _ensure_model(conn: Connection, name: str) -> int:
     try:
         return _model_id(conn, name, lock=True)
