@@ -261,6 +261,23 @@ def test_too_few_labels_skip_the_metric() -> None:
     assert v.action == "advance"
 
 
+def test_with_labels_a_better_canary_that_answers_differently_is_not_aborted() -> None:
+    """A model retrained after drift is meant to differ from production; labels decide."""
+    canary, canary_labels = _labelled(2, 300, good=True, seed=26)
+    production, production_labels = _labelled(1, 600, good=False, seed=27)
+    feedback = pd.concat([canary_labels, production_labels], ignore_index=True)
+    labelled = evaluate(window_stats(canary, feedback), window_stats(production, feedback))
+    divergence = check(labelled, "prediction_divergence")
+    assert divergence["diverged"] is True and divergence["passed"] is None
+    assert "labels decide" in str(divergence["note"])
+    assert check(labelled, "label_roc_auc")["passed"] is True
+    assert labelled.action == "advance"
+    # the same windows without labels: divergence is all there is, and it aborts
+    unlabelled = evaluate(window_stats(canary), window_stats(production))
+    assert check(unlabelled, "prediction_divergence")["passed"] is False
+    assert unlabelled.action == "abort"
+
+
 # -- inputs -----------------------------------------------------------------------------------
 
 

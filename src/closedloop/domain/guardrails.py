@@ -36,6 +36,11 @@ label metric
 
 A check that cannot run yet is recorded with ``passed: None`` and a ``note``; it never blocks.
 
+Labels outrank the proxy: when the label metric check runs (enough labels on both sides), the
+prediction divergence check is advisory — its figures are kept, with ``passed: None``,
+``diverged`` and a ``note`` — because a candidate retrained after drift is *meant* to answer
+differently from production, and the labels say directly whether its answers are worse.
+
 Verdict, in order: any failed check → ``abort``; fewer than ``min_requests`` canary requests →
 ``wait``; step duration not yet elapsed → ``wait``; otherwise ``advance`` (``promote`` when the
 next step is the last).
@@ -496,6 +501,7 @@ def evaluate(
         divergence_check(canary, production, policy),
         metric_check(canary, production, policy),
     ]
+    checks[2] = _advisory_when_labelled(checks[2], checks[3])
     failed = [c for c in checks if c["passed"] is False]
     if failed:
         reasons = [_failure(c) for c in failed]
@@ -508,6 +514,18 @@ def evaluate(
     passed = [c["name"] for c in checks if c["passed"]]
     reason = "every guardrail passed: " + (", ".join(passed) or "none applicable")
     return Verdict("promote" if last_step else "advance", [reason], checks)
+
+
+def _advisory_when_labelled(divergence: dict[str, Any], metric: dict[str, Any]) -> dict[str, Any]:
+    """With a label metric verdict, divergence is reported but does not decide."""
+    if metric["passed"] is None or divergence["passed"] is None:
+        return divergence
+    return {
+        **divergence,
+        "passed": None,
+        "diverged": not divergence["passed"],
+        "note": f"advisory: labels decide ({metric['name']} ran)",
+    }
 
 
 def _failure(check: dict[str, Any]) -> str:
