@@ -61,16 +61,25 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_demo_narrates_the_whole_loop(demo: tuple[Path, str]) -> None:
     _, out = demo
 
-    assert line_with(out, r"^\s+drift: no \(")
-    flagged = line_with(out, r"^\s+drift: YES; flagged columns: ([^(]+) \(").group(1)
-    assert {c.strip() for c in flagged.split(",")} == set(LoanSimulator.drifted_columns)
-
-    assert line_with(out, r"^\s+v2: gate PASSED")
+    assert line_with(out, r"^\s+agent: drift check — no drift$")
+    first = line_with(out, r"^\s+agent: drift check — DRIFTED; flagged columns: ([^(]+) \(1 window")
+    assert {c.strip() for c in first.group(1).split(",")} == set(LoanSimulator.drifted_columns)
+    alert = line_with(
+        out, r"^\s+agent: drift check — DRIFTED again; flagged columns: (.+): drift alert raised$"
+    )
+    assert {c.strip() for c in alert.group(1).split(",")} == set(LoanSimulator.drifted_columns)
+    assert line_with(out, r"^\s+agent: retrain requested by the drift trigger$")
+    assert line_with(out, r"^\s+agent: v2 trained on traffic: last \d+ labelled rows$")
+    assert line_with(
+        out, r"^\s+v2: gate PASSED — .* its 95% interval [0-9.]+ to [0-9.]+ lies above"
+    )
+    assert line_with(out, r"^\s+agent: canary v2 started at 50% of traffic; production unchanged$")
+    assert line_with(out, r"^\s+guardrails: PROMOTE — every guardrail passed: .*label_roc_auc")
     shadow = line_with(
         out, r"^\s+shadow v3 agrees with production v2 on (\d+)% .* only ever got v2$"
     )
     assert int(shadow.group(1)) < 50  # the sabotaged model disagrees, and nobody saw it
-    assert line_with(out, r"^\s+guardrails: ABORT — .*prediction_divergence")
+    assert line_with(out, r"^\s+guardrails: ABORT — .*label_roc_auc: canary [0-9.]+ worse than")
     assert line_with(out, r"^\s+production is still v2$")
     collapse = line_with(out, r"^\s+v3 ROC AUC on labelled traffic: ([0-9.]+) — quality collapsed")
     assert float(collapse.group(1)) < 0.5
@@ -80,6 +89,7 @@ def test_demo_narrates_the_whole_loop(demo: tuple[Path, str]) -> None:
     assert int(during.group(1)) > 0
     assert during.group(2) == "0"
     assert line_with(out, r"^\s+v2: roc_auc=.* aliases=production$")
+    assert line_with(out, r"^\s+alerts raised by the agent: drift, canary_aborted, rollback_done ")
     assert re.search(r"^done in [0-9.]+ s\.", out, re.MULTILINE)
 
 
@@ -102,7 +112,12 @@ def test_demo_leaves_a_store_the_cli_can_read(demo: tuple[Path, str]) -> None:
     checks = [
         e for e in ok_json(folder, "history", MODEL, "--all") if e["kind"] == "check.recorded"
     ]
-    assert [e["payload"]["drifted"] for e in checks] == [False, True]
+    # the agent's checks: the calm window, then the two drifted windows that raised the alert
+    assert [e["payload"]["drifted"] for e in checks][:3] == [False, True, True]
+    retrains = [
+        e for e in ok_json(folder, "history", MODEL, "--all") if e["kind"] == "retrain.finished"
+    ]
+    assert [(e["version"], e["payload"]["status"]) for e in retrains] == [(2, "canary")]
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:

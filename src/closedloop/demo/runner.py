@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.errors import ConfigError, StoreError
-from closedloop.settings import PipelineSettings, Settings, load_settings
+from closedloop.settings import (
+    AgentSettings,
+    AlertSettings,
+    MonitorSettings,
+    PipelineSettings,
+    Settings,
+    load_settings,
+)
 
 MODEL = "loans"
 MARKER = "CREATED_BY_CLOSEDLOOP_DEMO"
@@ -71,44 +78,83 @@ def _settings(folder: Path) -> Settings:
         holdout_fraction=0.25,
         seed=0,
     )
+    # The agent's policy, sped up for a demo: windows of 5,000 rows, two drifted windows in a
+    # row before an alert, retraining on the last 10,000 labelled rows of traffic, and a canary
+    # that serves half the traffic before the guardrails may promote it.
+    agent = AgentSettings(
+        interval_seconds=1,
+        lease_seconds=60,
+        retrain_data="traffic",
+        traffic_rows=10_000,
+        min_labelled_rows=1000,
+        canary_steps=(0.5, 1.0),
+        step_seconds=1,
+    )
     return Settings(
         project_dir=folder,
         store=base.store,
         pipeline=pipeline,
         server=base.server,
-        monitor=base.monitor,
+        monitor=MonitorSettings(window_rows=5000, min_rows=1000, persistence=2),
+        agent=agent,
+        gate=base.gate,
+        alerts=AlertSettings(log_file=str(folder / ".closedloop" / "alerts.log")),
     )
 
 
 @dataclass
 class Traffic:
-    """Sends rows to the server over the Open Inference Protocol and keeps what came back."""
+    """Sends rows to the server over the Open Inference Protocol and keeps what came back.
+
+    Each request carries its own ``X-Request-ID``; :meth:`send` with ``labels`` then posts the
+    true labels of every row to ``/models/{name}/feedback`` (as the business would, later), so
+    monitoring, guardrails and retraining on traffic can use them.
+    """
 
     base_url: str
     features: list[str]
     versions: list[int] = field(default_factory=list)
     failures: int = 0
     requests: int = 0
+    labelled: int = 0
 
-    def send(self, frame: Any, batch: int = BATCH) -> tuple[list[int], list[float]]:
+    def send(
+        self, frame: Any, batch: int = BATCH, labels: Any = None
+    ) -> tuple[list[int], list[float]]:
         """Send ``frame`` in batches; returns per-row answering version and positive score."""
         import httpx
 
         versions: list[int] = []
         scores: list[float] = []
+        feedback: list[dict[str, Any]] = []
         with httpx.Client(base_url=self.base_url, timeout=30) as client:
             for start in range(0, len(frame), batch):
                 part = frame.iloc[start : start + batch]
-                v, s = self._infer(client, part)
+                request_id = f"demo-{self.requests}"
+                v, s = self._infer(client, part, request_id)
                 versions.extend(v)
                 scores.extend(s)
+                if labels is not None and v:
+                    truth = labels.iloc[start : start + batch].tolist()
+                    feedback.extend(
+                        {"request_id": request_id, "row": i, "label": int(y)}
+                        for i, y in enumerate(truth)
+                    )
+            if feedback:
+                response = client.post(f"/models/{MODEL}/feedback", json={"labels": feedback})
+                response.raise_for_status()
+                self.labelled += len(feedback)
         return versions, scores
 
-    def _infer(self, client: Any, part: Any) -> tuple[list[int], list[float]]:
+    def _infer(self, client: Any, part: Any, request_id: str) -> tuple[list[int], list[float]]:
         inputs = [_tensor(name, part[name]) for name in self.features]
         self.requests += 1
         try:
-            response = client.post(f"/v2/models/{MODEL}/infer", json={"inputs": inputs})
+            response = client.post(
+                f"/v2/models/{MODEL}/infer",
+                json={"inputs": inputs},
+                headers={"X-Request-ID": request_id},
+            )
         except Exception:
             self.failures += 1
             return [], []
@@ -205,8 +251,12 @@ def _wait_version(traffic: Traffic, frame: Any, version: int, timeout: float = 1
 
 def run_demo(folder: Path, *, port: int = 0) -> None:
     """Run the narrated loop in ``folder`` (its store is left there for later commands)."""
+    import logging
+
     from closedloop.demo import story
 
+    # The narration reports what the agent does; keep its log lines off the console.
+    logging.getLogger("closedloop").addHandler(logging.NullHandler())
     folder.mkdir(parents=True, exist_ok=True)
     _fresh_store(folder)
     settings = _settings(folder)

@@ -18,16 +18,19 @@ from closedloop.demo.runner import (
     _wait_ready,
     _wait_version,
 )
+from closedloop.domain.guardrails import GuardrailPolicy
 from closedloop.settings import Settings
 
 DRIFT_AT = 20_000
 WINDOW = 5_000
+GUARDRAILS = GuardrailPolicy(metric="roc_auc", min_requests=100, min_labels=100)
 
 
 def run(folder: Path, settings: Settings, port: int) -> None:
     from closedloop.demo.pipeline import train_sabotaged
     from closedloop.domain.simulate import LoanSimulator
-    from closedloop.services import events, monitoring, pipeline, registry, rollout
+    from closedloop.services import events, pipeline, registry, rollout
+    from closedloop.services.agent import Agent
     from closedloop.services.workspace import Workspace
 
     ws = Workspace(settings)
@@ -51,57 +54,55 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         features = registry.load_version(ws, MODEL, first.version).signature.names()
         traffic = Traffic(base_url, features)
 
-        _step(3, "Send live traffic from before the drift point")
-        stream = sim.stream(DRIFT_AT + 6 * WINDOW, start=0)
+        agent = Agent(ws, holder="demo-agent", guardrails=GUARDRAILS)
+        print(
+            f"    the agent ({agent.holder}) now runs the loop: each pass it checks the latest "
+            f"{WINDOW:,}-row window, fires triggers, retrains, gates and rolls out"
+        )
+
+        _step(3, "Live traffic from before the drift point; labels arrive later")
+        stream = sim.stream(DRIFT_AT + 8 * WINDOW, start=0)
         calm = stream.iloc[DRIFT_AT - WINDOW : DRIFT_AT]
-        with _timed(f"{len(calm)} rows in {len(calm) // 100} requests"):
-            _, scores = traffic.send(calm)
+        with _timed(f"{len(calm)} rows in {len(calm) // 100} requests, labels posted"):
+            _, scores = traffic.send(calm, labels=calm[label])
         print(
             "    v1 ROC AUC on this traffic (labels known to the simulator): "
             f"{_auc(calm[label], scores):.3f}"
         )
         time.sleep(0.6)  # the server flushes its prediction log every 0.2 s here
-        with _timed("monitor check"):
-            check = monitoring.monitor(ws, MODEL, window_rows=WINDOW, actor="demo")
-        print(
-            f"    drift: {'YES' if check.report.drifted else 'no'} "
-            f"({check.report.n_current} logged rows vs {check.report.n_reference} reference rows)"
-        )
+        with _timed("agent pass"):
+            report = agent.run_once()
+        _narrate_monitor(report)
 
         _step(4, f"The world changes at row {DRIFT_AT:,} of the stream")
-        drifted = stream.iloc[DRIFT_AT : DRIFT_AT + WINDOW]
-        with _timed(f"{len(drifted)} rows sent"):
-            _, scores = traffic.send(drifted)
-        print(f"    v1 ROC AUC on post-drift traffic: {_auc(drifted[label], scores):.3f}")
-        time.sleep(0.6)
-        with _timed("monitor check"):
-            check = monitoring.monitor(ws, MODEL, window_rows=WINDOW, actor="demo")
-        flagged = [c.column for c in check.report.columns if c.drifted]
-        print(
-            f"    drift: {'YES' if check.report.drifted else 'no'}; flagged columns: "
-            f"{', '.join(flagged) or 'none'} (the simulator changed: "
-            f"{', '.join(sim.drifted_columns)})"
-        )
+        for window in range(2):
+            drifted = stream.iloc[DRIFT_AT + window * WINDOW : DRIFT_AT + (window + 1) * WINDOW]
+            with _timed(f"{len(drifted)} drifted rows sent, labels posted"):
+                _, scores = traffic.send(drifted, labels=drifted[label])
+            print(f"    v1 ROC AUC on post-drift traffic: {_auc(drifted[label], scores):.3f}")
+            time.sleep(0.6)
+            with _timed("agent pass"):
+                report = agent.run_once()
+            _narrate_monitor(report)
+        _narrate_retrain(ws, report)
 
-        _step(5, "Retrain on recent labelled traffic; gate v2 against v1 on the same held-out rows")
-        recent = stream.iloc[DRIFT_AT + WINDOW : DRIFT_AT + 4 * WINDOW].drop(columns=["applied_at"])
-        with _timed("train + gate + register"):
-            second = pipeline.train(
-                ws,
-                frame=recent,
-                source="simulator:recent-traffic",
-                actor="demo",
-                reason=f"drift detected by check {check.id}",
-            )
-        print(
-            f"    v{second.version}: gate {'PASSED' if second.decision.passed else 'REJECTED'}"
-            f" — {second.decision.reason}"
-        )
-        with _timed("server picked up the new production version (no restart)"):
-            _wait_version(traffic, drifted, second.version)
-        fresh = stream.iloc[DRIFT_AT + 4 * WINDOW : DRIFT_AT + 5 * WINDOW]
+        _step(5, "The canary serves half the traffic; the agent's next pass decides")
+        canary_traffic = stream.iloc[DRIFT_AT + 2 * WINDOW : DRIFT_AT + 3 * WINDOW]
+        with _timed("canary loaded by the server, traffic sent, labels posted"):
+            _wait_version(traffic, canary_traffic, 2)
+            traffic.send(canary_traffic, batch=10, labels=canary_traffic[label])
+            time.sleep(1.0)
+        with _timed("agent pass"):
+            report = agent.run_once()
+        _narrate_rollout(report)
+        second_version = registry.resolve_alias(ws, MODEL)
+        assert second_version is not None
+        fresh = stream.iloc[DRIFT_AT + 3 * WINDOW : DRIFT_AT + 4 * WINDOW]
+        _wait_version(traffic, fresh, second_version)
         _, scores = traffic.send(fresh)
-        print(f"    v{second.version} ROC AUC on new traffic: {_auc(fresh[label], scores):.3f}")
+        print(f"    v{second_version} ROC AUC on new traffic: {_auc(fresh[label], scores):.3f}")
+        recent = stream.iloc[DRIFT_AT : DRIFT_AT + 2 * WINDOW].drop(columns=["applied_at"])
+        second = registry.get_version(ws, MODEL, second_version)
 
         X = recent.drop(columns=[label])
         bad = registry.register_version(
@@ -120,16 +121,16 @@ def run(folder: Path, settings: Settings, port: int) -> None:
             _wait_shadow(ws, traffic, fresh, bad.number)
             traffic.send(fresh.head(1000), batch=20)
             time.sleep(0.6)
-        agree, gap = _compare_shadow(ws, bad.number, second.version)
+        agree, gap = _compare_shadow(ws, bad.number, second.number)
         print(
-            f"    shadow v{bad.number} agrees with production v{second.version} on "
+            f"    shadow v{bad.number} agrees with production v{second.number} on "
             f"{agree:.0%} of the same requests (mean |score gap| {gap:.2f}); callers only ever "
-            f"got v{second.version}"
+            f"got v{second.number}"
         )
         rollout.stop_shadow(ws, MODEL, actor="demo", reason="shadow comparison done")
 
-        _step(7, f"v{bad.number} as a 25% canary; its guardrails decide")
-        with _timed("canary started, traffic sent, guardrails evaluated"):
+        _step(7, f"v{bad.number} as a 25% canary, started by hand; the agent's guardrails decide")
+        with _timed("canary started, traffic sent with labels, agent pass"):
             rollout.start_canary(
                 ws,
                 MODEL,
@@ -140,10 +141,11 @@ def run(folder: Path, settings: Settings, port: int) -> None:
                 step_duration=timedelta(seconds=5),
             )
             _wait_version(traffic, fresh, bad.number)
-            traffic.send(fresh.head(3000), batch=5)
+            late = stream.iloc[DRIFT_AT + 4 * WINDOW : DRIFT_AT + 5 * WINDOW]
+            traffic.send(late, batch=5, labels=late[label])
             time.sleep(0.6)
-            verdict = rollout.evaluate(ws, MODEL, actor="demo")["verdict"]
-        print(f"    guardrails: {verdict['action'].upper()} — " + "; ".join(verdict["reasons"]))
+            report = agent.run_once()
+        _narrate_rollout(report)
         print(f"    production is still v{registry.resolve_alias(ws, MODEL)}")
 
         _step(8, f"v{bad.number} is forced into production anyway")
@@ -182,6 +184,8 @@ def run(folder: Path, settings: Settings, port: int) -> None:
             f"    requests during the rollback: {len(load.timeline)}, failed: "
             f"{traffic.failures - failures_before}"
         )
+        agent.run_once()
+        agent.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -195,7 +199,14 @@ def run(folder: Path, settings: Settings, port: int) -> None:
             f"gate={'passed' if gate.get('passed') else ('rejected' if gate else 'not gated')} "
             f"aliases={','.join(v.aliases) or '-'}"
         )
+    alerts = [e for e in events.list_events(ws, model=MODEL, kinds=("alert.raised",))]
+    print(
+        f"    alerts raised by the agent: {', '.join(str(e.payload['kind']) for e in alerts)} "
+        "(also in .closedloop/alerts.log; set alerts.webhook_url for Slack)"
+    )
     for e in events.list_events(ws, model=MODEL):
+        if e.kind.startswith("alert.") or e.kind in ("check.recorded", "rollout.evaluated"):
+            continue
         alias = e.payload.get("alias")
         what = f"{e.kind}{f' ({alias})' if alias else ''}"
         print(f"    {e.ts:%H:%M:%S} {what:<30} v{e.version or '-':<3} {e.actor:<6} {e.reason}")
@@ -232,3 +243,55 @@ def _compare_shadow(ws: Any, shadow: int, production: int) -> tuple[float, float
     agree = float((joined["_prediction_p"] == joined["_prediction_s"]).mean())
     gap = float((joined["_score_p"] - joined["_score_s"]).abs().mean())
     return agree, gap
+
+
+def _narrate_monitor(report: Any) -> None:
+    for action in report.actions:
+        if action["step"] != "monitor":
+            continue
+        state = action["state"]
+        if state == "ok":
+            print("    agent: drift check — no drift")
+        elif state == "drifting":
+            print(
+                f"    agent: drift check — DRIFTED; flagged columns: {', '.join(action['columns'])}"
+                " (1 window; the policy waits for 2 in a row)"
+            )
+        elif state == "alerted":
+            print(
+                f"    agent: drift check — DRIFTED again; flagged columns: "
+                f"{', '.join(action['columns'])}: drift alert raised"
+            )
+        else:
+            print(f"    agent: drift check — {state}")
+
+
+def _narrate_retrain(ws: Any, report: Any) -> None:
+    from closedloop.services import events, registry
+
+    for action in report.actions:
+        if action["step"] == "retrain_requested":
+            print(f"    agent: retrain requested by the {action['trigger']} trigger")
+    done = events.list_events(ws, model=MODEL, kinds=("retrain.finished",))
+    if not done:
+        print("    agent: no retrain finished")
+        return
+    last = done[-1]
+    version = last.version
+    info = registry.get_version(ws, MODEL, version) if version else None
+    source = info.lineage["dataset"]["source"] if info else "?"
+    gate = last.payload.get("gate", {})
+    print(f"    agent: v{version} trained on {source}")
+    print(
+        f"    v{version}: gate {'PASSED' if gate.get('passed') else 'REJECTED'} — "
+        f"{gate.get('reason', last.reason)}"
+    )
+    if last.payload.get("status") == "canary":
+        print(f"    agent: canary v{version} started at 50% of traffic; production unchanged")
+
+
+def _narrate_rollout(report: Any) -> None:
+    for action in report.actions:
+        if action["step"] == "rollout":
+            reasons = "; ".join(action.get("reasons") or [])
+            print(f"    guardrails: {str(action['action']).upper()} — {reasons}")
