@@ -503,3 +503,36 @@ def test_a_bad_agent_setting_is_refused_with_its_name(
     ws = with_settings(project, agent=replace(project.settings.agent, **change))
     with pytest.raises(ConfigError, match=message):
         AgentPolicy.from_workspace(ws)
+
+
+def test_a_realised_performance_drop_on_labelled_traffic_triggers_a_retrain(
+    project: Workspace,
+) -> None:
+    """Drift alerts are off here; the labels alone show the model got worse."""
+    ws = with_settings(
+        project,
+        agent=replace(project.settings.agent, on_drift=False, performance_drop=0.05),
+        monitor=replace(project.settings.monitor, persistence=10),
+    )
+    first_version(ws)
+    serving = Serving(ws)
+    agent = Agent(ws, guardrails=GUARDRAILS)
+    try:
+        serving.send(stream(WINDOW, start=5000))
+        report = agent.run_once()
+        (calm,) = [a for a in report.actions if a["step"] == "performance"]
+        assert not calm["dropped"] and calm["n_rows"] == WINDOW
+        assert kinds(ws, "retrain.") == []
+
+        serving.send(stream(WINDOW, start=SIM.drift_at))
+        report = agent.run_once()
+        (dropped,) = [a for a in report.actions if a["step"] == "performance"]
+        assert dropped["dropped"] and dropped["drop"] > 0.05
+        assert dropped["baseline"] == registry.get_version(ws, MODEL, 1).metrics["roc_auc"]
+        requested = events.list_events(ws, model=MODEL, kinds=(agents.REQUESTED,))
+        assert [e.payload["trigger"] for e in requested] == ["performance"]
+        alerts = events.list_events(ws, model=MODEL, kinds=("alert.raised",))
+        assert [e.payload["kind"] for e in alerts] == ["performance_drop"]
+    finally:
+        agent.close()
+        ws.close()
