@@ -158,10 +158,10 @@ def register(folder: Path, model: object, X: pd.DataFrame) -> None:
 def profile(n: int, rows: int) -> None:
     """cProfile ``n`` in-process /invocations calls straight into the closedloop ASGI app.
 
-    One event loop, no sockets and no HTTP parsing (uvicorn/h11 costs are not included); the
-    threadpool hop is replaced by a direct call *in this script only* so cProfile, which sees
-    one thread, covers parsing, prediction and logging. The log's background flush thread is
-    not profiled.
+    One event loop, no sockets and no HTTP parsing (uvicorn/h11 costs are not included). The app
+    runs with batching off (``batch_max_rows=1``) and the threadpool hop replaced by a direct
+    call *in this script only*, so cProfile, which sees one thread, covers parsing, prediction
+    and logging of each request. The log's background flush thread is not profiled.
     """
     import asyncio
     import cProfile
@@ -185,7 +185,7 @@ def profile(n: int, rows: int) -> None:
         host = RegistryModelHost(ws, poll_interval=0.5)
         host.start()
         log = ws.prediction_log()
-        app = create_app(host, prediction_log=log, feedback_log=ws.feedback_log())
+        app = create_app(host, prediction_log=log, feedback_log=ws.feedback_log(), batch_max_rows=1)
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},

@@ -60,6 +60,11 @@ class ServerSettings:
     """Seconds between checks of the registry for moved aliases."""
     flush_interval: float = 1.0
     """Seconds between prediction-log flushes (the most a hard kill can lose)."""
+    batch_max_rows: int = 1024
+    """Most rows one model call gets when concurrent requests are batched; 1 turns batching off."""
+    batch_max_wait_ms: float = 2.0
+    """Most milliseconds a batch waits for requests that are still being parsed (never when
+    nothing else is in flight)."""
 
 
 @dataclass(frozen=True)

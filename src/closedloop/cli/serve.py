@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 
@@ -18,6 +19,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def settle_heap() -> None:
+    """Move everything loaded so far out of the garbage collector's sight.
+
+    The libraries and models loaded at start-up are never freed; without this every full
+    collection walks them all, pausing every request for tens of milliseconds.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @click.command("serve")
@@ -71,8 +82,14 @@ def serve_cmd(
         log.close()  # everything acknowledged is written before the process exits
 
     app = create_app(
-        model_host, prediction_log=log, on_shutdown=shutdown, feedback_log=ws.feedback_log()
+        model_host,
+        prediction_log=log,
+        on_shutdown=shutdown,
+        feedback_log=ws.feedback_log(),
+        batch_max_rows=cfg.batch_max_rows,
+        batch_max_wait_ms=cfg.batch_max_wait_ms,
     )
+    settle_heap()
     say(
         f"closedloop serving {', '.join(model_host.names()) or 'no models yet'} "
         f"on http://{host}:{port}"

@@ -92,6 +92,13 @@ class Signature:
         self, columns: Mapping[str, Sequence[object] | np.ndarray[Any, Any]]
     ) -> pd.DataFrame:
         """Validate and coerce request columns into a frame in signature order and dtypes."""
+        data = self.coerce_columns(columns)
+        return pd.DataFrame(data, columns=self.names(), copy=False)
+
+    def coerce_columns(
+        self, columns: Mapping[str, Sequence[object] | np.ndarray[Any, Any]]
+    ) -> dict[str, Any]:
+        """Validate request columns; one array per column, in signature order and dtypes."""
         expected = self.names()
         missing = [n for n in expected if n not in columns]
         known = set(expected)
@@ -114,8 +121,7 @@ class Signature:
                 hint="Every column must have one value per row.",
                 details={"lengths": lengths},
             )
-        data = {spec.name: _coerce(spec, columns[spec.name]) for spec in self.columns}
-        return pd.DataFrame(data, columns=expected, copy=False)
+        return {spec.name: _coerce(spec, columns[spec.name]) for spec in self.columns}
 
 
 def infer_signature(frame: pd.DataFrame) -> Signature:

@@ -78,7 +78,8 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         prediction = await ctx.predict(
             request,
             loaded,
-            lambda: payloads.mlflow_columns(body, content_type, loaded.signature),
+            lambda: payloads.mlflow_rows(body, content_type, loaded.signature),
+            size=len(body),
         )
         return OrjsonResponse({"predictions": prediction.labels})
 

@@ -161,7 +161,8 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
     async def _infer(request: Request, loaded: LoadedVersion) -> Response:
         from closedloop.server.binary import HEADER, split_body
 
-        json_part, binary_part = split_body(await request.body(), request.headers.get(HEADER))
+        raw = await request.body()
+        json_part, binary_part = split_body(raw, request.headers.get(HEADER))
         doc = payloads.require_object(
             payloads.parse_json(json_part), "with an 'inputs' array of tensors"
         )
@@ -173,7 +174,8 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         prediction = await ctx.predict(
             request,
             loaded,
-            lambda: payloads.oip_columns(payloads.oip_tensors(doc, binary_part), loaded.signature),
+            lambda: payloads.oip_rows(payloads.oip_tensors(doc, binary_part), loaded.signature),
+            size=len(raw),
         )
         results = {"predict": prediction.labels}
         if prediction.scores is not None:

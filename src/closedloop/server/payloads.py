@@ -1,7 +1,9 @@
 """Request bodies in, JSON bytes out: the parsing shared by the OIP and MLflow routes.
 
 Parsers turn a body into ``{column: values}`` and leave type checking to
-:meth:`Signature.frame_from_columns`, so both protocols validate and coerce identically. Every
+:meth:`Signature.coerce_columns`, so both protocols validate and coerce identically; ``*_rows``
+return the validated :class:`Rows`. An all-numeric body for an all-float signature (the common
+case) skips the per-column work: it becomes one float64 matrix after the same checks. Every
 malformed body raises an :class:`InvalidInputError` (400) or :class:`SchemaError` (422) that
 names what was wrong and what was expected.
 """
@@ -21,6 +23,7 @@ import numpy as np
 import orjson
 from starlette.responses import Response
 
+from closedloop.domain.model import Rows
 from closedloop.domain.signature import Signature
 from closedloop.errors import InvalidInputError, SchemaError
 from closedloop.server.binary import BinaryReader
@@ -160,8 +163,58 @@ def _list_rows(values: list[Any], signature: Signature, what: str) -> Columns:
 # --- MLflow scoring protocol ------------------------------------------------------------------
 
 
+def validated_rows(columns: Columns, signature: Signature) -> Rows:
+    """Coerce parsed request columns through the signature (422 naming any bad column)."""
+    coerced = signature.coerce_columns(columns)
+    return Rows.from_columns(signature.names(), list(coerced.values()))
+
+
+def numeric_matrix(values: object, names: Sequence[str], signature: Signature) -> Rows | None:
+    """The rows of an all-float signature as one float64 matrix, or None to take the general path.
+
+    ``values`` are rows of JSON numbers for the columns ``names``. Only a body that the general
+    path would accept unchanged qualifies: every column is a float column, the names are the
+    signature's in order, and every value is an int or float (no null, string or boolean —
+    ``numpy`` would silently turn ``true`` into 1.0, so the caller rules booleans out first).
+    """
+    if (
+        not isinstance(values, list)
+        or not values
+        or list(names) != signature.names()
+        or not all(c.dtype == "float" for c in signature.columns)
+    ):
+        return None
+    try:
+        matrix = np.array(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if matrix.ndim != 2 or matrix.shape[1] != len(names) or matrix.dtype.kind not in "fiu":
+        return None
+    return Rows.from_matrix(names, matrix.astype(np.float64, copy=False))
+
+
+def _has_booleans(body: bytes) -> bool:
+    return b"true" in body or b"false" in body
+
+
+def mlflow_rows(body: bytes, content_type: str | None, signature: Signature) -> Rows:
+    """Validated rows from an ``/invocations`` body (JSON in any MLflow format, or CSV)."""
+    parsed = _mlflow_parse(body, content_type, signature)
+    if isinstance(parsed, Rows):
+        return parsed
+    return validated_rows(parsed, signature)
+
+
 def mlflow_columns(body: bytes, content_type: str | None, signature: Signature) -> Columns:
     """Columns from an ``/invocations`` body (JSON in any MLflow format, or CSV)."""
+    parsed = _mlflow_parse(body, content_type, signature, fast=False)
+    assert not isinstance(parsed, Rows)
+    return parsed
+
+
+def _mlflow_parse(
+    body: bytes, content_type: str | None, signature: Signature, *, fast: bool = True
+) -> Columns | Rows:
     media = (content_type or "application/json").split(";")[0].strip().lower()
     if media == "text/csv":
         return csv_columns(body, signature)
@@ -188,6 +241,10 @@ def mlflow_columns(body: bytes, content_type: str | None, signature: Signature) 
         names = split.get("columns", signature.names())
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InvalidInputError("'dataframe_split.columns' must be an array of strings")
+        if fast and not _has_booleans(body):
+            matrix = numeric_matrix(split.get("data"), names, signature)
+            if matrix is not None:
+                return matrix
         return rows_to_columns(split.get("data"), names, "'dataframe_split.data'")
     if key == "dataframe_records":
         if not isinstance(value, list):
@@ -302,6 +359,11 @@ def _tensor(index: int, raw: object, reader: BinaryReader) -> Tensor:
             details={"input": name, "expected": size, "got": len(flat)},
         )
     return Tensor(name, tuple(shape), datatype, flat)
+
+
+def oip_rows(tensors: Sequence[Tensor], signature: Signature) -> Rows:
+    """Validated rows from OIP tensors."""
+    return validated_rows(oip_columns(tensors, signature), signature)
 
 
 def oip_columns(tensors: Sequence[Tensor], signature: Signature) -> Columns:

@@ -1,6 +1,9 @@
 """The event log: an append-only record of every state change (who, what, when, why).
 
 Events are written in the same transaction as the change they describe and never updated.
+On PostgreSQL an event that changes what is served (an alias move or a rollout transition) also
+sends ``NOTIFY closedloop_rollout`` with the model's name, delivered when the transaction commits,
+so serving replicas reload at once instead of at their next poll.
 """
 
 from __future__ import annotations
@@ -9,10 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from closedloop.services.workspace import Workspace
 from closedloop.storage.metadata.tables import events
+
+ROLLOUT_CHANNEL = "closedloop_rollout"
+"""The PostgreSQL channel notified (payload: the model's name) when what is served may change."""
+
+
+def changes_serving(kind: str) -> bool:
+    """Whether an event of ``kind`` can change what a server serves (alias moves, transitions)."""
+    return kind.startswith("alias.") or (
+        kind.startswith("rollout.") and kind != "rollout.evaluated"
+    )
 
 
 def utcnow() -> datetime:
@@ -73,6 +86,11 @@ def record(
     )
     key = result.inserted_primary_key
     assert key is not None
+    if conn.dialect.name == "postgresql" and changes_serving(kind):
+        conn.execute(
+            text("SELECT pg_notify(:channel, :model)"),
+            {"channel": ROLLOUT_CHANNEL, "model": model or ""},
+        )
     return int(key[0])
 
 

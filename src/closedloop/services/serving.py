@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from closedloop.domain.routing import bucket
 from closedloop.errors import ClosedloopError, NotFoundError
 from closedloop.services import registry, rollout
+from closedloop.services.events import ROLLOUT_CHANNEL
 from closedloop.services.rollout import ServingPlan
 from closedloop.services.workspace import Workspace
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from closedloop.domain.model import LoadedVersion
 
 log = logging.getLogger("closedloop.serving")
@@ -71,6 +75,24 @@ def current_plans(ws: Workspace) -> dict[str, ServingPlan]:
     return {name: p for name, p in rollout.serving_plan(ws).items() if p.production is not None}
 
 
+CALIBRATION_ROWS = 2000
+"""Most reference plus held-out rows a version's call plan is checked on at load."""
+
+
+def calibration_sample(
+    ws: Workspace, loaded: LoadedVersion, reference: pd.DataFrame
+) -> pd.DataFrame:
+    """The version's reference rows plus its held-out evaluation rows (signature columns)."""
+    import pandas as pd
+
+    names = loaded.signature.names()
+    parts = [reference[names]]
+    evaluation = registry.load_evaluation(ws, loaded.model, loaded.version)
+    if evaluation is not None and set(names) <= set(evaluation.columns):
+        parts.append(evaluation[names])
+    return pd.concat(parts, ignore_index=True).head(CALIBRATION_ROWS)
+
+
 def _versions(plan: ServingPlan) -> list[int]:
     return [v for v in (plan.production, plan.canary, plan.shadow) if v is not None]
 
@@ -79,13 +101,18 @@ class RegistryModelHost:
     """Serves every model's production version (and its canary and shadow), following the
     registry and the rollout state without a restart.
 
-    A background thread polls the store every ``poll_interval`` seconds. A version that is newly
-    needed is fetched, verified against its sha256 and warmed (one prediction on a row of its
-    reference data) *before* the model's :class:`Served` record is replaced with one reference
-    assignment, so in-flight requests finish on the old versions and no request fails. A version
-    that fails to load is recorded in ``errors`` and never receives traffic (a failed canary gets
-    no share; a failed production keeps the previous one serving). When the store is
-    unreachable, serving continues unchanged and resumes following it when it is back.
+    A background thread polls the store every ``poll_interval`` seconds; on PostgreSQL it also
+    listens on the ``closedloop_rollout`` channel (see :mod:`closedloop.services.events`) and
+    reloads as soon as an alias moves or a rollout transitions. Polling stays as the fallback: a
+    lost listening connection is re-opened in the background and never stops serving.
+
+    A version that is newly needed is fetched, verified against its sha256, warmed (one
+    prediction on a row of its reference data) and calibrated (its ``CallPlan``, checked on
+    its reference and held-out rows) *before* the model's :class:`Served` record is replaced with
+    one reference assignment, so in-flight requests finish on the old versions and no request
+    fails. A version that fails to load is recorded in ``errors`` and never receives traffic (a
+    failed canary gets no share; a failed production keeps the previous one serving). When the
+    store is unreachable, serving continues unchanged and resumes following it when it is back.
     """
 
     def __init__(self, ws: Workspace, *, poll_interval: float = 0.5) -> None:
@@ -99,7 +126,9 @@ class RegistryModelHost:
         self._failed: set[tuple[str, int]] = set()
         self.store_ok = True
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: RolloutListener | None = None
         self._lock = threading.Lock()
         self.synced = False
 
@@ -113,14 +142,31 @@ class RegistryModelHost:
         self.sync()
         self._thread = threading.Thread(target=self._loop, name="closedloop-host", daemon=True)
         self._thread.start()
+        if self.ws.metadata.dialect == "postgresql":
+            url = self.ws.metadata.engine.url.set(drivername="postgresql")
+            self._listener = RolloutListener(
+                url.render_as_string(hide_password=False), self._wake.set, self._stop
+            )
+            self._listener.start()
+
+    @property
+    def listening(self) -> bool:
+        """True while rollout notifications are being received (PostgreSQL only)."""
+        return self._listener is not None and self._listener.listening
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._wake.set()
+        for thread in (self._thread, self._listener):
+            if thread is not None:
+                thread.join(timeout=5)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.poll_interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self.sync()
 
     def sync(self) -> None:
@@ -176,6 +222,7 @@ class RegistryModelHost:
             loaded = registry.load_version(self.ws, name, number)
             reference = registry.load_reference(self.ws, name, number)
             loaded.predict(reference.head(1))
+            self._calibrate(loaded, reference)
         except Exception as exc:  # any failure keeps the version away from traffic
             self._failed.add(key)
             self.errors[name] = f"version {number} failed to load: {exc}"
@@ -183,6 +230,27 @@ class RegistryModelHost:
             return None
         self._cache[key] = loaded
         return loaded
+
+    def _calibrate(self, loaded: LoadedVersion, reference: pd.DataFrame) -> None:
+        """Choose the version's call plan on its reference and held-out rows (see CallPlan).
+
+        A sample the shortcuts cannot be checked on leaves the plain calls in place.
+        """
+        try:
+            sample = calibration_sample(self.ws, loaded, reference)
+            plan = loaded.calibrate(sample)
+        except Exception as exc:
+            log.warning(
+                "%s version %d: serving with plain calls (%s)", loaded.model, loaded.version, exc
+            )
+            return
+        log.info(
+            "%s version %d: %s, %s input",
+            loaded.model,
+            loaded.version,
+            "one predict_proba call" if plan.one_call else "plain calls",
+            "array" if plan.array_input else "DataFrame",
+        )
 
     def _record(self, name: str) -> Served:
         record = self._served.get(name)
@@ -236,3 +304,47 @@ class RegistryModelHost:
 
     def ready(self) -> bool:
         return self.synced and all(name in self._served for name in self._wanted)
+
+
+class RolloutListener(threading.Thread):
+    """``LISTEN closedloop_rollout`` on its own PostgreSQL connection; ``wake()`` on each
+    notification (and after every (re)connect, to catch up on what was missed meanwhile).
+
+    A failed or lost connection is retried every ``retry`` seconds until ``stop`` is set; it is
+    logged once per outage and never raised.
+    """
+
+    def __init__(
+        self, url: str, wake: Callable[[], None], stop: threading.Event, *, retry: float = 1.0
+    ) -> None:
+        super().__init__(name="closedloop-rollout-listener", daemon=True)
+        self.url = url
+        self.wake = wake
+        self.stop_event = stop
+        self.retry = retry
+        self.listening = False
+
+    def run(self) -> None:
+        failing = False
+        while not self.stop_event.is_set():
+            try:
+                self._listen()
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("not listening for rollout changes (polling meanwhile): %s", exc)
+                failing = True
+            finally:
+                self.listening = False
+            self.stop_event.wait(self.retry)
+
+    def _listen(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"LISTEN {ROLLOUT_CHANNEL}")
+            self.listening = True
+            self.wake()
+            while not self.stop_event.is_set():
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    self.wake()

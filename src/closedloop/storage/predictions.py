@@ -87,7 +87,7 @@ class _Entry:
     inputs: pd.DataFrame | None = None
     labels: np.ndarray | None = None
     scores: np.ndarray | None = None
-    latency_ms: float = math.nan
+    latency_ms: float | np.ndarray = math.nan
     status: int = 200
     role: str = "primary"
     built: pd.DataFrame | None = field(default=None, repr=False)
@@ -131,7 +131,9 @@ def _build(entries: list[_Entry]) -> pd.DataFrame:
     data["_ts"] = pd.Series(ts).dt.tz_localize("UTC")
     data["_prediction"] = np.concatenate([e.labels for e in entries if e.labels is not None])
     data["_score"] = scores
-    data["_latency_ms"] = np.repeat(np.array([e.latency_ms for e in entries], dtype=float), rows)
+    data["_latency_ms"] = np.concatenate(
+        [np.broadcast_to(np.asarray(e.latency_ms, dtype=float), e.rows) for e in entries]
+    )
     data["_status"] = np.repeat(np.array([e.status for e in entries], dtype=np.int64), rows)
     data["_role"] = np.repeat(np.array([e.role for e in entries], dtype=object), rows)
     return frame.assign(**data)
@@ -228,12 +230,13 @@ class PredictionLog:
         labels: np.ndarray,
         scores: np.ndarray | None,
         *,
-        latency_ms: float | None = None,
+        latency_ms: float | np.ndarray | None = None,
         role: str = "primary",
     ) -> None:
         """Queue one prediction call's rows; never does I/O and returns immediately.
 
-        ``request_ids`` is one id per row, or a single string shared by all rows of the call.
+        ``request_ids`` is one id per row, or a single string shared by all rows of the call;
+        ``latency_ms`` likewise one value per row (a batch of requests) or one for all.
         ``labels`` (and ``scores`` when given) have one entry per input row. Raises
         :class:`InvalidInputError` for mismatched lengths or reserved column names and
         :class:`StoreError` after :meth:`close`.
@@ -277,6 +280,7 @@ class PredictionLog:
                 )
         if role not in ROLES:
             raise InvalidInputError(f"The 'role' parameter must be one of {ROLES}. Got {role!r}.")
+        latency = _latency(latency_ms, rows)
         if rows == 0:
             return
         entry = _Entry(
@@ -289,7 +293,7 @@ class PredictionLog:
             inputs=inputs.copy(),
             labels=label_array.copy(),
             scores=None if score_array is None else score_array.astype(np.float64, copy=True),
-            latency_ms=math.nan if latency_ms is None else float(latency_ms),
+            latency_ms=latency,
             role=role,
         )
         self._enqueue(entry)
@@ -588,6 +592,15 @@ def _one_per_row(values: Any, rows: int, name: str) -> np.ndarray:
             f"Got shape {array.shape} instead."
         )
     return array
+
+
+def _latency(value: float | np.ndarray | None, rows: int) -> float | np.ndarray:
+    """NaN when unknown, one float shared by all rows, or a private float64 copy (one per row)."""
+    if value is None:
+        return math.nan
+    if np.ndim(value) == 0:
+        return float(value)
+    return _one_per_row(value, rows, "latency_ms").astype(np.float64, copy=True)
 
 
 def _utc(name: str, value: datetime | None) -> pd.Timestamp | None:
