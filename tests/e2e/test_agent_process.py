@@ -24,6 +24,7 @@ from closedloop.settings import load_settings
 pytestmark = pytest.mark.slow
 
 MODEL = "loans"
+FEATURES = ["income", "loan_amount", "age", "credit_score", "debt_to_income", "months_employed"]
 
 USER_MODULE = """
 import time
@@ -169,5 +170,58 @@ def test_killing_the_active_agent_mid_retrain_lets_another_finish_it_once(
         takeovers = events.list_events(ws, kinds=("agent.lease_acquired",))
         assert takeovers[-1].payload["previous_holder"] == holders[0]
         assert len(list(project.glob("training-*"))) == 2  # trained by each agent, once
+    finally:
+        ws.close()
+
+
+def test_serve_with_the_agent_retrains_promotes_and_serves_the_new_version(
+    project: Path,
+) -> None:
+    import httpx
+    import pandas as pd
+    from tests.conftest import free_port
+
+    history = pd.read_parquet(project / "history.parquet")
+    shuffled = history.assign(default=history["default"].sample(frac=1, random_state=0).to_numpy())
+    shuffled.to_parquet(project / "history.parquet")  # v1 learns from labels that mean nothing
+    cli(project, "train")
+    history.to_parquet(project / "history.parquet")  # the warehouse is fixed
+    cli(project, "retrain", "--reason", "fresh data")
+    port = free_port()
+    log = (project / "serve.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "closedloop", "serve", "--agent", "--port", str(port)],
+        cwd=project,
+        env=_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    row = {
+        "dataframe_split": {
+            "columns": FEATURES,
+            "data": [[52000.0, 12000.0, 40, 700, 0.3, 60]],
+        }
+    }
+
+    def answered_by() -> str | None:
+        try:
+            response = httpx.post(f"http://127.0.0.1:{port}/invocations", json=row, timeout=5)
+        except httpx.HTTPError:
+            return None
+        assert response.status_code == 200, response.text
+        return response.headers["X-Model-Version"]
+
+    try:
+        assert wait_until("the server to answer", answered_by) in ("1", "2")
+        assert wait_until("v2 to serve", lambda: answered_by() == "2")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    ws = Workspace(load_settings(project, env={}))
+    try:
+        (done,) = events.list_events(ws, model=MODEL, kinds=("retrain.finished",))
+        assert done.payload["status"] == "promoted" and done.version == 2
+        released = events.list_events(ws, kinds=("agent.lease_released",))
+        assert released, "the server's agent releases its lease on SIGTERM"
     finally:
         ws.close()

@@ -47,15 +47,29 @@ def settle_heap() -> None:
     is_flag=True,
     help="Allow a non-loopback address without authentication (not recommended).",
 )
+@click.option(
+    "--agent",
+    "with_agent",
+    is_flag=True,
+    help="Also run the agent's loop in this process (one-machine setups; see `closedloop agent`).",
+)
 @command_runner
 def serve_cmd(
-    host: str | None, port: int | None, poll_interval: float | None, insecure_remote: bool
+    host: str | None,
+    port: int | None,
+    poll_interval: float | None,
+    insecure_remote: bool,
+    with_agent: bool,
 ) -> None:
     """Serve every model's production version over HTTP.
 
     Speaks the Open Inference Protocol v2 (/v2/...) and MLflow's scoring protocol (/invocations).
     Alias moves (rollback, alias set) are picked up without restart. Every prediction is logged.
+    With --agent, the agent's reconcile loop runs in a background thread of the server (it takes
+    part in the agent lease like any `closedloop agent`).
     """
+    import threading
+
     import uvicorn
 
     from closedloop.server import create_app
@@ -71,6 +85,14 @@ def serve_cmd(
             "closedloop does not provide yet.",
             hint="Bind 127.0.0.1 behind an authenticating proxy, or pass --insecure-remote.",
         )
+    agent_thread, agent_stop = None, threading.Event()
+    if with_agent:
+        from closedloop.services.agent import Agent
+
+        agent = Agent(ws)  # a bad [agent] setting is refused before anything starts
+        agent_thread = threading.Thread(
+            target=agent.run, args=(agent_stop,), name="closedloop-agent", daemon=True
+        )
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("closedloop").setLevel(logging.INFO)
     model_host = RegistryModelHost(ws, poll_interval=poll_interval or cfg.poll_interval)
@@ -78,6 +100,9 @@ def serve_cmd(
     log = ws.prediction_log()
 
     def shutdown() -> None:
+        agent_stop.set()
+        if agent_thread is not None and agent_thread.is_alive():
+            agent_thread.join(timeout=30)  # the agent releases its lease as it stops
         model_host.stop()
         log.close()  # everything acknowledged is written before the process exits
 
@@ -90,15 +115,16 @@ def serve_cmd(
         batch_max_wait_ms=cfg.batch_max_wait_ms,
     )
     settle_heap()
+    if agent_thread is not None:
+        agent_thread.start()
     say(
         f"closedloop serving {', '.join(model_host.names()) or 'no models yet'} "
-        f"on http://{host}:{port}"
+        f"on http://{host}:{port}" + (" with the agent" if with_agent else "")
     )
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
-        model_host.stop()
-        log.close()
+        shutdown()
 
 
 def register(cli: click.Group) -> None:

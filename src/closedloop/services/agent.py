@@ -487,10 +487,32 @@ class Agent:
             self._monitor(report, production)
         self._schedule(report)
 
+    def _new_traffic(self, production: int) -> bool:
+        """Has ``production`` answered anything since the model's last check? (A pass with no
+        new traffic records no check: the same window would only be checked again.)"""
+        from closedloop.services.monitors import check_history
+
+        model = self.policy.model
+        last = check_history(self.ws, model, limit=1)
+        if not last or last[0]["version"] != production:
+            return True
+        end = (last[0]["result"].get("window") or {}).get("end")
+        log_ = self.ws.prediction_log()
+        try:
+            latest = log_.read(model, last_rows=1, version=production)
+        finally:
+            log_.close()
+        if end is None or not len(latest):
+            return True
+        return bool(latest["_ts"].max().isoformat() != end)
+
     def _monitor(self, report: PassReport, production: int) -> None:
         from closedloop.services.monitors import run_monitor
 
         model = self.policy.model
+        if not self._new_traffic(production):
+            report.add("monitor", state="no_new_traffic", version=production)
+            return
         try:
             result = run_monitor(self.ws, model, now=self.clock, actor=ACTOR)
         except ConflictError as exc:  # not enough traffic yet
