@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/drift_quality.py --part false-alarms --json
     .venv/bin/python benchmarks/drift_quality.py --part detection --json
+    .venv/bin/python benchmarks/drift_quality.py --part quality --no-evidently --json
 
 ``assess()`` (per-column KS / chi-square with Bonferroni and effect floors, plus the domain
 classifier; data quality reported, not counted) is what ``closedloop drift`` and ``closedloop
@@ -19,6 +20,13 @@ numeric of mixed shapes + 5 string columns with 4-50 categories).
   rho = 0.8 in the reference, independent in the windows, marginals unchanged). Reported: the
   share of windows alarmed (dataset verdict), attributed to the shifted column(s) and to the
   classifier; the delay (1-based index of the first alarmed window of a stream).
+* Quality (reported, not counted): every false-alarm window also records whether the data-quality
+  section flagged (``quality_flag_not_counted``, with the reasons) and whether the former rule
+  (any out-of-range / unseen share >= 1%, no test) would have (``quality_flag_old_rule``),
+  from the same report. ``--part quality``: ``--quality-windows`` clean pairs per size (500,
+  5,000, 50,000 of ``--sizes``) with one planted problem each (a column 30% missing, 5% of a
+  column's values far beyond the reference range, text in a numeric column, a new category
+  holding 5% of the rows): the share of windows whose quality section flags that column.
 * Alternative settings: the per-column verdict at another ``alpha`` and the classifier verdict
   at another margin ``max(0.02, c / sqrt(n))`` follow exactly from what every report holds
   (Bonferroni-adjusted p-values, effect sizes, the AUC's ``ci_low`` and ``n``), so each run
@@ -59,11 +67,19 @@ import _data
 from closedloop.domain import assessment
 from closedloop.domain.assessment import assess
 from closedloop.domain.drift import DriftReport
+from closedloop.domain.quality import data_quality
 
 ROOT = Path(__file__).resolve().parent.parent
 ALT_ALPHAS = (0.05, 0.01, 0.005)
 ALT_COEFS = (1.5, 2.0, 2.5, 3.0)
-CURRENT = (0.05, 1.5)  # assess() defaults: alpha, margin coefficient
+CURRENT = (0.01, 1.5)  # assess() defaults: alpha, margin coefficient
+OLD_QUALITY_FLOOR = 0.01  # the former rule: flag any out-of-range / unseen share >= 1%
+QUALITY_PROBLEMS = (
+    "n03 30% missing",
+    "n07 5% far out of range",
+    "n07 text values",
+    "c4 new category 5%",
+)
 DETECTION_REFERENCE_ROWS = 50_000
 DETECTION_WINDOW_ROWS = 5_000
 WINDOWS_PER_STREAM = 10
@@ -222,6 +238,10 @@ def summarise(report: DriftReport, targets: tuple[str, ...] = ()) -> dict[str, A
         "classifier": bool(multi.get("drifted")),
         "auc": multi.get("auc"),
         "quality_flag": bool(quality.get("flagged")),
+        "quality_reasons": sorted(
+            {r for c in quality.get("columns", []) for r in c.get("reasons", [])}
+        ),
+        "quality_flag_old_rule": old_quality_rule(quality),
         "target": any(c in columns for c in targets),
     }
     ci_low, n = multi.get("ci_low"), multi.get("n_reference_used")
@@ -240,6 +260,23 @@ def summarise(report: DriftReport, targets: tuple[str, ...] = ()) -> dict[str, A
             alt[f"alpha={alpha},c={coef}"] = per_column or classifier
     out["alt"] = alt
     return out
+
+
+def old_quality_rule(quality: dict[str, Any]) -> bool:
+    """Whether the former rule (before sample-size-aware tests) would have flagged: any
+    out-of-range or unseen share >= 1%, a significant missing increase >= 5 points (unadjusted
+    p < alpha), any type violation. Computed from the same report."""
+    alpha = quality.get("thresholds", {}).get("alpha", 0.05)
+    for c in quality.get("columns", []):
+        shares = (c.get("out_of_range_share"), c.get("unseen_share"))
+        if any(share is not None and share >= OLD_QUALITY_FLOOR for share in shares):
+            return True
+        change, p_value = c.get("missing_rate_change") or 0.0, c.get("missing_p_value")
+        if change >= 0.05 and p_value is not None and p_value < alpha:
+            return True
+        if c.get("type_violation_count"):
+            return True
+    return False
 
 
 def progress(body: dict[str, Any]) -> None:
@@ -310,6 +347,8 @@ def false_alarms(
         "both": sum(bool(s["columns"]) and s["classifier"] for s in summaries),
         "flagged_columns": dict(flagged.most_common()),
         "quality_flag_not_counted": rate(sum(s["quality_flag"] for s in summaries), n),
+        "quality_flag_old_rule": rate(sum(s["quality_flag_old_rule"] for s in summaries), n),
+        "quality_reasons": dict(Counter(r for s in summaries for r in s["quality_reasons"])),
         "auc_max": round(max(s["auc"] or 0.5 for s in summaries), 4),
         "alternatives": {
             key: sum(s["alt"][key] for s in summaries) / n for key in summaries[0]["alt"]
@@ -317,6 +356,45 @@ def false_alarms(
         "seconds_per_window": round(float(np.median(seconds)), 2),
         "_evidently_jobs": jobs,
     }
+
+
+def plant_quality_problem(frame: pd.DataFrame, problem: str, seed: int) -> pd.DataFrame:
+    """One of :data:`QUALITY_PROBLEMS` planted in a clean window."""
+    rng = np.random.default_rng(seed)
+    frame = frame.copy()
+    rows = len(frame)
+    if problem == "n03 30% missing":
+        frame.loc[rng.random(rows) < 0.3, "n03"] = np.nan
+    elif problem == "n07 5% far out of range":
+        hit = rng.random(rows) < 0.05
+        frame.loc[hit, "n07"] = frame["n07"].max() + 10 * frame["n07"].std() * rng.random(hit.sum())
+    elif problem == "n07 text values":
+        values = frame["n07"].astype(object)
+        values[rng.random(rows) < 0.01] = "n/a"
+        frame["n07"] = values
+    elif problem == "c4 new category 5%":
+        values = frame["c4"].astype(object)
+        values[rng.random(rows) < 0.05] = "c4_new"
+        frame["c4"] = values
+    return frame
+
+
+def quality_detection(rows: int, windows: int, seed: int, alpha: float) -> dict[str, Any]:
+    """How often each planted quality problem is flagged (and in which column)."""
+    out: dict[str, Any] = {"rows": rows, "windows": windows}
+    targets = {p: p.split()[0] for p in QUALITY_PROBLEMS}
+    for problem in QUALITY_PROBLEMS:
+        hits = 0
+        for w in range(windows):
+            ref = _data.make_frame(rows, seed + 2 * w)
+            cur = plant_quality_problem(_data.make_frame(rows, seed + 2 * w + 1), problem, w)
+            # data_quality() as assess() runs it (assess() itself refuses a numeric column
+            # that holds text, before the quality signals could report it)
+            flagged = data_quality(ref, cur, alpha=alpha).flagged_columns
+            hits += targets[problem] in flagged
+            progress({"quality_problem": problem, "rows": rows, "window": w, "flagged": flagged})
+        out[problem] = rate(hits, windows)
+    return out
 
 
 def correlated_reference(rows: int, seed: int) -> pd.DataFrame:
@@ -431,7 +509,10 @@ def attach_evidently(results: list[dict[str, Any]], ev_results: dict[str, dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--part", choices=("false-alarms", "detection", "all"), default="all")
+    parser.add_argument(
+        "--part", choices=("false-alarms", "detection", "quality", "all"), default="all"
+    )
+    parser.add_argument("--quality-windows", type=int, default=50)
     parser.add_argument("--sizes", default="500,5000,50000,1000000")
     parser.add_argument("--windows", type=int, default=200)
     parser.add_argument("--windows-50k", type=int, default=50)
@@ -486,6 +567,12 @@ def main() -> None:
             result["detection"] = [
                 detection(name, shift, args.streams, seed, args.alpha, ev, args.evidently_streams)
                 for name, shift, seed in scenarios
+            ]
+        if args.part in ("quality", "all"):
+            result["quality_detection"] = [
+                quality_detection(rows, args.quality_windows, 400_000 + rows, args.alpha)
+                for rows in sorted(sizes)
+                if rows <= 50_000
             ]
         closedloop_seconds = time.perf_counter() - started
         wait = max(60.0, args.evidently_budget + 60 - closedloop_seconds)

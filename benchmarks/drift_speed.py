@@ -2,6 +2,8 @@
 
     python benchmarks/drift_speed.py --rows 100000 --repeat 3 --json
 
+``--timeout`` (default 900 s) kills a run that takes longer; it is reported in ``notes``.
+
 Writes seeded parquet files once (``benchmarks/_data.py``: 20 numeric + 5 string columns, 7
 planted drifted columns) under ``--data-dir``, then times each tool as a separate process,
 alternating tools within every repeat, and reports medians. Peak RSS is polled with psutil.
@@ -75,12 +77,19 @@ print(json.dumps(None))
 """
 
 
-def run(cmd: list[str], cwd: Path) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS bytes (process tree, polled every 5 ms) and stdout."""
+def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS bytes (process tree, polled every 5 ms) and stdout; raises
+    :class:`TimeoutError` (after killing the process) past ``timeout`` seconds."""
     start = time.perf_counter()
     proc = psutil.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
+        if timeout is not None and time.perf_counter() - start > timeout:
+            for child in proc.children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.communicate()
+            raise TimeoutError(f"{cmd[0]} did not finish within {timeout:.0f} s")
         try:
             rss = proc.memory_info().rss + sum(
                 c.memory_info().rss for c in proc.children(recursive=True)
@@ -103,6 +112,9 @@ def main() -> None:
     parser.add_argument("--evidently-max-rows", type=int, default=1_000_000)
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "cl_bench")
     parser.add_argument("--skip", nargs="*", default=[], help="tools to skip")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds before a run is killed"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     ref, cur = _data.write_pair(args.data_dir / str(args.rows), args.rows)
@@ -127,10 +139,18 @@ def main() -> None:
         tools.pop(name, None)
         notes.append(f"{name} skipped (--skip)")
     samples: dict[str, list[tuple[float, int]]] = {name: [] for name in tools}
+    timed_out: set[str] = set()
     flagged: dict[str, object] = {}
     for _ in range(args.repeat):
         for name, cmd in tools.items():  # alternate tools within each repeat
-            wall, peak, out = run(cmd, work)
+            if name in timed_out:
+                continue
+            try:
+                wall, peak, out = run(cmd, work, args.timeout)
+            except TimeoutError as exc:
+                timed_out.add(name)
+                notes.append(f"{name}: {exc}")
+                continue
             samples[name].append((wall, peak))
             if name == "closedloop":
                 report = json.loads(out)
@@ -138,10 +158,12 @@ def main() -> None:
             else:
                 flagged[name] = json.loads(out.strip().splitlines()[-1])
     result: dict[str, object] = {"rows": args.rows, "repeat": args.repeat, "notes": notes}
+    samples = {n: s for n, s in samples.items() if s}
     med = {n: statistics.median(w for w, _ in s) for n, s in samples.items()}
     for name, s in samples.items():
         result[name] = {
             "wall_s": round(med[name], 3),
+            "runs": [round(w, 3) for w, _ in s],
             "peak_rss_mb": round(statistics.median(p for _, p in s) / 2**20, 1),
             "vs_closedloop": round(med[name] / med["closedloop"], 2)
             if "closedloop" in med

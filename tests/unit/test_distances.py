@@ -18,6 +18,7 @@ from closedloop.domain.distances import (
     quantile_bin_counts,
     total_variation,
     wasserstein_normalised,
+    wasserstein_sorted,
 )
 from closedloop.domain.drift import psi
 from closedloop.domain.profiles import bin_counts, psi_edges
@@ -93,6 +94,29 @@ def test_wasserstein_matches_scipy_on_arbitrary_tied_samples(a: list[int], b: li
     x, y = np.array(a, dtype=float), np.array(b, dtype=float)
     expected = stats.wasserstein_distance(x, y) / max(float(np.std(x)), 1e-3)
     assert float(wasserstein_normalised(x, y)) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@settings(deadline=None)
+@given(
+    st.lists(st.integers(-5, 5) | st.floats(-3, 3), min_size=1, max_size=60),
+    st.lists(st.integers(-5, 5) | st.floats(-3, 3), min_size=1, max_size=60),
+)
+def test_wasserstein_of_sorted_sides_matches_scipy_with_ties(
+    a: list[float], b: list[float]
+) -> None:
+    x, y = np.sort(np.array(a, dtype=float)), np.sort(np.array(b, dtype=float))
+    expected = stats.wasserstein_distance(x, y) / max(float(np.std(x)), 1e-3)
+    assert wasserstein_sorted(x, y) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_thinned_wasserstein_of_large_sorted_sides_is_within_a_thousandth() -> None:
+    rng = np.random.default_rng(8)
+    x, y = np.sort(rng.normal(size=300_000)), np.sort(rng.lognormal(0.0, 0.5, 200_000))
+    exact = wasserstein_sorted(x, y)
+    assert exact == pytest.approx(float(wasserstein_normalised(x, y)), rel=1e-9)
+    thinned = wasserstein_sorted(x, y, max_points=20_000)
+    assert thinned == pytest.approx(exact, abs=1e-3)
+    assert thinned != exact  # the thinning did happen
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from closedloop.domain import drift
+from closedloop.domain import drift, ksdist
+from closedloop.domain.distances import js_distance, wasserstein_normalised
 from closedloop.domain.drift import (
     DriftReport,
     adjust_p_values,
@@ -496,3 +497,61 @@ def test_report_says_which_method_ran_and_round_trips_it() -> None:
     body = report.to_dict()
     assert body["method"] == "exact"
     assert DriftReport.from_dict(body).method == "exact"
+
+
+# --------------------------------------------------------------------------------------------
+# KS and chi-square tails without scipy.stats (closedloop.domain.ksdist)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [141, 500, 4421, 50_000, 250_000])
+@pytest.mark.parametrize("nx2", [0.05, 0.5, 1.0, 2.0, 2.2, 5.0, 40.0, 300.0])
+def test_kolmogorov_tail_equals_scipy_kstwo_in_every_regime(n: int, nx2: float) -> None:
+    # n * x^2 below 2.2: 1 - cdf (Durbin matrix or Pelz-Good); above: 2 * smirnov(n, x)
+    x = math.sqrt(nx2 / n)
+    expected = float(stats.kstwo.sf(x, n))
+    assert ksdist.kolmogorov_sf(n, x) == pytest.approx(expected, rel=1e-8, abs=1e-300)
+
+
+@pytest.mark.parametrize("n", [3, 20, 140])
+def test_kolmogorov_tail_for_small_n_equals_scipy(n: int) -> None:
+    for x in np.linspace(0.01, 0.99, 25):
+        expected = float(stats.kstwo.sf(x, n))
+        assert ksdist.kolmogorov_sf(n, float(x)) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 9, 48, 49, 999, 1000])
+def test_chi2_tail_equals_scipy_deep_into_the_tail(dof: int) -> None:
+    for statistic in [1e-3, 0.5, 3.0, 30.0, 300.0, 1500.0, 5000.0]:
+        expected = float(stats.chi2.sf(statistic, dof))
+        got = ksdist.chi2_sf(statistic, dof)
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
+    assert ksdist.chi2_sf(0.0, dof) == 1.0
+
+
+def test_distances_come_from_the_tests_own_sorts_and_counts() -> None:
+    rng = np.random.default_rng(30)
+    reference = pd.DataFrame(
+        {"x": rng.normal(size=3000), "c": rng.choice(["a", "b", "c"], 3000, p=[0.5, 0.3, 0.2])}
+    )
+    current = pd.DataFrame(
+        {"x": rng.normal(0.3, 1.2, 2500), "c": rng.choice(["a", "b", "d"], 2500)}
+    )
+    plain = compare_frames(reference, current)
+    assert plain.column("x").wasserstein is None and plain.column("c").js is None
+    report = compare_frames(reference, current, distances=True)
+    x = report.column("x")
+    expected = float(wasserstein_normalised(reference["x"].to_numpy(), current["x"].to_numpy()))
+    assert x.wasserstein == pytest.approx(expected, rel=1e-9)
+    edges = np.quantile(reference["x"], np.linspace(0, 1, 11)[1:-1])
+    counts = [
+        np.bincount(np.searchsorted(edges, v, side="left"), minlength=10)
+        for v in (reference["x"].to_numpy(), current["x"].to_numpy())
+    ]
+    assert x.js == pytest.approx(float(js_distance(counts[0], counts[1])), rel=1e-9)
+    table = pd.concat([reference["c"].value_counts(), current["c"].value_counts()], axis=1).fillna(
+        0
+    )
+    c = report.column("c")
+    assert c.js == pytest.approx(float(js_distance(table.iloc[:, 0], table.iloc[:, 1])))
+    assert report.to_dict()["columns"][0]["wasserstein"] == x.wasserstein

@@ -97,6 +97,21 @@ def test_identical_distributions_are_not_flagged(seed: int) -> None:
     assert result.ci_low < 0.5 + result.auc_margin
 
 
+def test_clean_windows_are_flagged_at_most_at_the_stated_rate_over_seeded_trials() -> None:
+    # The module states 0/100 clean pairs flagged at 5,000 rows per side and 1/100 at 500
+    # with the default margin; 30 seeds at 1,000 rows per side must stay within that.
+    flagged, aucs = 0, []
+    for seed in range(30):
+        rng = np.random.default_rng(500 + seed)
+        result = domain_classifier_drift(
+            _window(rng, 1000, rho=0.8), _window(rng, 1000, rho=0.8), seed=seed
+        )
+        flagged += result.drifted
+        aucs.append(result.auc)
+    assert flagged <= 1
+    assert abs(float(np.mean(aucs)) - 0.5) < 0.01
+
+
 def test_a_planted_mean_shift_is_flagged_with_auc_well_above_one_half() -> None:
     rng = np.random.default_rng(11)
     result = domain_classifier_drift(_window(rng, 4000), _window(rng, 4000, shift=0.5), seed=0)

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from closedloop.domain.quality import data_quality, two_proportion_p_values
+from closedloop.domain.quality import (
+    data_quality,
+    out_of_range_p_value,
+    two_proportion_p_values,
+    unseen_p_value,
+)
 from closedloop.errors import InvalidInputError, SchemaError
 
 
@@ -119,8 +124,17 @@ def test_out_of_range_share_counts_current_values_outside_the_reference_min_max(
     assert (x.reference_min, x.reference_max) == (0.0, 10.0)
     assert x.out_of_range_count == 3
     assert x.out_of_range_share == pytest.approx(3 / 198)
-    assert x.reasons == ["out_of_range"]
-    assert not data_quality(reference, current, out_of_range_threshold=0.02).column("x").flagged
+    assert x.out_of_range_expected == pytest.approx(2 * 198 / 102)
+    # 3 values beyond the range of a 101-value reference is what chance gives: not flagged
+    assert x.out_of_range_p_value is not None and x.out_of_range_p_value > 0.3
+    assert x.reasons == []
+    values[5:45] = np.linspace(20.0, 30.0, 40)  # 43 values far outside: a real change
+    moved = data_quality(reference, pd.DataFrame({"x": values})).column("x")
+    assert moved.out_of_range_count == 43
+    assert moved.out_of_range_p_value is not None and moved.out_of_range_p_value < 1e-6
+    assert moved.reasons == ["out_of_range"]
+    strict = data_quality(reference, pd.DataFrame({"x": values}), out_of_range_threshold=0.3)
+    assert not strict.column("x").flagged  # the share floor still applies
 
 
 def test_unseen_category_share_counts_non_null_current_values_absent_from_the_reference() -> None:
@@ -222,3 +236,101 @@ def test_invalid_inputs_raise_errors_naming_what_was_expected() -> None:
         data_quality(frame, frame, count_in_verdict=1)  # type: ignore[arg-type]
     with pytest.raises(SchemaError, match="no column 'zz'"):
         data_quality(frame, frame).column("zz")
+
+
+# --------------------------------------------------------------------------------------------
+# Sample-size-aware flags: chance in small windows does not flag, real problems do
+# --------------------------------------------------------------------------------------------
+
+_LEVELS = np.array([f"v{k:02d}" for k in range(50)])
+_ZIPF = 1.0 / np.arange(1, 51) ** 0.8
+_ZIPF /= _ZIPF.sum()
+
+
+def _window(n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Two continuous columns and a 50-level column whose rarest levels hold ~0.5% each."""
+    return pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "e": rng.exponential(size=n),
+            "c": rng.choice(_LEVELS, n, p=_ZIPF),
+        }
+    )
+
+
+def test_clean_small_windows_are_not_flagged_for_rare_categories_or_a_few_outliers() -> None:
+    flagged, share_rule = 0, 0
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        report = data_quality(_window(500, rng), _window(500, rng), alpha=0.01)
+        flagged += report.flagged
+        share_rule += any(
+            (c.unseen_share or 0.0) >= 0.01 or (c.out_of_range_share or 0.0) >= 0.01
+            for c in report.columns
+        )
+    assert share_rule >= 15  # a share floor alone would flag these clean windows
+    assert flagged <= 3  # the tests: at most the family-wise alpha (1%), with slack
+
+
+def test_real_problems_in_small_windows_are_still_flagged() -> None:
+    rng = np.random.default_rng(21)
+    reference, clean = _window(500, rng), _window(500, rng)
+    missing = clean.copy()
+    missing.loc[rng.random(500) < 0.3, "x"] = np.nan
+    assert data_quality(reference, missing).column("x").reasons == ["missing_rate_increase"]
+    far = clean.copy()
+    far.loc[:24, "e"] = far["e"].max() + 100.0  # 5% of values far beyond the range
+    e = data_quality(reference, far).column("e")
+    assert e.reasons == ["out_of_range"]
+    assert e.out_of_range_count is not None and e.out_of_range_count >= 25
+    new = clean.copy()
+    new.loc[:24, "c"] = "brand-new"  # 5% in a category the reference never had
+    c = data_quality(reference, new).column("c")
+    assert c.reasons == ["unseen_categories"]
+    assert c.unseen_examples is not None and c.unseen_examples[0] == "brand-new"
+    assert c.unseen_p_value is not None and c.unseen_p_value < 1e-3
+    text = clean.astype({"x": object})
+    text.loc[3, "x"] = "n/a"
+    assert data_quality(reference, text).column("x").reasons == ["type_violations"]
+
+
+def test_values_in_a_column_the_reference_never_filled_are_unseen_without_a_chance_model() -> None:
+    reference = pd.DataFrame({"c": [None] * 50}, dtype=object)
+    current = pd.DataFrame({"c": ["a"] * 10 + [None] * 40}, dtype=object)
+    c = data_quality(reference, current, categorical=["c"]).column("c")
+    assert c.unseen_share == 1.0 and c.unseen_p_value == 0.0
+    assert c.reasons == ["unseen_categories"]
+
+
+def test_out_of_range_p_value_is_the_chance_under_random_splits() -> None:
+    rng = np.random.default_rng(5)
+    n, m, trials = 60, 40, 20_000
+    pooled = rng.random((trials, n + m)).argsort(axis=1)  # random splits of distinct values
+    reference, current = pooled[:, :n], pooled[:, n:]
+    low, high = reference.min(axis=1, keepdims=True), reference.max(axis=1, keepdims=True)
+    outside = ((current < low) | (current > high)).sum(axis=1)
+    assert outside.mean() == pytest.approx(2 * m / (n + 1), rel=0.05)
+    for k in (1, 3, 5, 8):
+        expected = out_of_range_p_value(k, n, m)
+        assert (outside >= k).mean() == pytest.approx(expected, abs=0.01)
+    assert out_of_range_p_value(0, n, m) == 1.0
+
+
+def test_unseen_p_value_is_the_chance_under_random_splits() -> None:
+    rng = np.random.default_rng(6)
+    pooled_counts = np.array([400, 300, 5, 3, 2, 1, 1, 1])  # a few rare categories
+    labels = np.repeat(np.arange(pooled_counts.size), pooled_counts)
+    n = m = labels.size // 2
+    unseen = np.empty(20_000, dtype=np.int64)
+    for t in range(unseen.size):
+        split = rng.permutation(labels)
+        seen = np.zeros(pooled_counts.size, dtype=bool)
+        seen[split[:n]] = True
+        unseen[t] = np.sum(~seen[split[n:]])
+    expected, _ = unseen_p_value(1, pooled_counts, n, m)
+    assert unseen.mean() == pytest.approx(expected, rel=0.05)
+    for k in (2, 3, 5):
+        _, p = unseen_p_value(k, pooled_counts, n, m)
+        # independence of the categories makes the p-value conservative, never much smaller
+        assert p >= (unseen >= k).mean() - 0.01
+        assert p == pytest.approx((unseen >= k).mean(), abs=0.03)

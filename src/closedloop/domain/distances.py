@@ -114,6 +114,71 @@ def _w1_block(ref: np.ndarray, cur: np.ndarray, n1: np.ndarray, n2: np.ndarray) 
     return result
 
 
+def wasserstein_sorted(
+    reference: np.ndarray,
+    current: np.ndarray,
+    *,
+    std_floor: float = DEFAULT_STD_FLOOR,
+    max_points: int | None = None,
+) -> float:
+    """:func:`wasserstein_normalised` of one column given both sides already sorted, finite and
+    non-empty (as the KS test leaves them), without merging or re-sorting them.
+
+    ``W1 = integral |F_a - F_b| dx`` is summed over the intervals that start at each value: from
+    ``a[i]`` to the next larger value of either side, where ``F_a = (i + 1) / n1`` and ``F_b`` is
+    the count of ``b <= a[i]`` (a binary search of the sorted ``a[i]``); likewise from each
+    ``b[j]``, except where ``a`` holds the same value (that interval is already counted). Ties
+    inside a side give zero-width intervals. Memory: a few arrays of one side's length.
+
+    ``max_points``: a side with more values is first thinned to that many evenly spaced order
+    statistics (its quantiles at ``(k + 1/2) / max_points``), which changes ``W1`` by at most
+    the mean spread of each group of ``n / max_points`` consecutive sorted values (e.g. ~1e-4
+    standard deviations for a normal column thinned from 10^6 to 10^5 values), far less than
+    the sampling error of a random subsample. The standard deviation uses every value.
+    """
+    floor = _positive(std_floor, "std_floor")
+    a = np.asarray(reference, dtype=np.float64)
+    b = np.asarray(current, dtype=np.float64)
+    std = float(np.std(a))
+    if max_points is not None:
+        a, b = _thinned(a, max_points), _thinned(b, max_points)
+    n1, n2 = a.size, b.size
+    w1 = _w1_side(a, b, n1, n2, own_first=True) + _w1_side(b, a, n2, n1, own_first=False)
+    return float(w1 / max(std, floor))
+
+
+def _thinned(sorted_values: np.ndarray, points: int) -> np.ndarray:
+    if sorted_values.size <= points:
+        return sorted_values
+    positions = ((np.arange(points) + 0.5) * (sorted_values.size / points)).astype(np.int64)
+    thinned: np.ndarray = sorted_values[positions]
+    return thinned
+
+
+def _w1_side(
+    own: np.ndarray, other: np.ndarray, n_own: int, n_other: int, own_first: bool
+) -> float:
+    """The part of ``W1`` on the intervals starting at the values of ``own`` (helper of
+    :func:`wasserstein_sorted`; ``own_first`` says which side owns intervals at shared values).
+
+    ``following`` is the first value of ``other`` after ``own[i]``: strictly greater when
+    ``own_first``, else greater or equal, which makes the interval empty where ``other`` holds
+    the same value; where the interval is not empty it also counts the ``other`` values
+    ``<= own[i]``."""
+    following = np.searchsorted(other, own, side="right" if own_first else "left")
+    ends = np.append(other, np.inf)[following]  # the next value of `other`
+    np.minimum(ends[:-1], own[1:], out=ends[:-1])  # or the next value of `own`
+    ends -= own
+    if not math.isfinite(ends[-1]):  # the largest pooled value starts no interval
+        ends[-1] = 0.0
+    gap = np.arange(1, n_own + 1, dtype=np.float64)
+    gap /= n_own
+    gap -= following / n_other
+    np.abs(gap, out=gap)
+    gap *= ends
+    return float(gap.sum())  # not np.dot: BLAS threads cost more than they save here
+
+
 def _nan_std(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Population standard deviation of every column, ignoring NaNs (NaN for empty columns)."""
     safe = np.maximum(counts, 1)
@@ -362,4 +427,5 @@ __all__ = [
     "quantile_bin_counts",
     "total_variation",
     "wasserstein_normalised",
+    "wasserstein_sorted",
 ]

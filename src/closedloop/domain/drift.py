@@ -3,14 +3,16 @@
 :func:`compare_frames` tests every column and returns a :class:`DriftReport`.
 
 Numeric columns (integer/float dtypes, see :func:`closedloop.domain.profiles.column_kind`)
-    Two-sample Kolmogorov-Smirnov test. The statistic ``D`` is computed for all numeric columns
-    at once: the pooled 2-D array is sorted column-wise, cumulative counts of reference and
-    current rows give both ECDFs at every pooled value, and ``D`` is the largest absolute
-    difference at the end of each run of tied values. P-values reproduce
+    Two-sample Kolmogorov-Smirnov test. Each side of a column is sorted once (finite values
+    only; columns run on a small thread pool) and ``D`` is found on the two sorted arrays
+    (:func:`ks_sorted`); the same sorted arrays give the PSI bins and, with
+    ``distances=True``, the Wasserstein and Jensen-Shannon distances. P-values reproduce
     ``scipy.stats.ks_2samp(a, b)`` (``method="auto"``): the exact distribution when both
     samples have at most 10,000 values (falling back to the asymptotic one where scipy's exact
     computation fails, as scipy does, but without its warning), otherwise
-    ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``. Nulls and +-inf are dropped per column.
+    ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``, computed with the same algorithms in
+    :mod:`closedloop.domain.ksdist` (no ``scipy.stats`` import, ~0.5 s, except for the rare
+    unequal-size exact case). Nulls and +-inf are dropped per column.
     Also reported: ``psi``, the Population Stability Index on ``psi_bins`` reference-quantile
     bins (see :func:`psi`).
 
@@ -56,13 +58,13 @@ import numbers
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from closedloop.domain.ksdist import chi2_sf, ks_two_sample_p
 from closedloop.domain.profiles import (
     NULL_LABEL,
     ColumnKind,
@@ -76,11 +78,6 @@ from closedloop.errors import InvalidInputError, SchemaError
 if TYPE_CHECKING:
     from closedloop.domain.sketches import TableSketch
 
-try:  # the exact small-sample branch of scipy.stats.ks_2samp (private, so guarded)
-    from scipy.stats._stats_py import _attempt_exact_2kssamp as _scipy_exact_ks
-except ImportError:  # pragma: no cover - depends on the scipy version
-    _scipy_exact_ks = None
-
 Correction = Literal["bonferroni", "bh"]
 CORRECTIONS: tuple[Correction, ...] = ("bonferroni", "bh")
 
@@ -92,8 +89,9 @@ DEFAULT_CHI2_FLOOR = 0.05
 PSI_EPS = 1e-4
 """Bin frequencies below this are raised to it before computing PSI (no log of zero)."""
 MAX_UNSEEN_REPORTED = 20
-KS_EXACT_MAX_N = 10_000
-"""``scipy.stats.ks_2samp(method="auto")`` is exact when both samples are at most this large."""
+DISTANCE_POINTS = 20_000
+"""Wasserstein distances of larger columns use this many evenly spaced order statistics per
+side (:func:`closedloop.domain.distances.wasserstein_sorted`)."""
 _BLOCK_ELEMENTS = 1 << 21
 """Numeric columns are tested in tasks of at most this many pooled values (at least one column
 per task); several tasks run on a small thread pool (numpy sorts and searches release the GIL)."""
@@ -432,33 +430,9 @@ def ks_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> tuple[np.ndarr
     n1 = np.asarray(n1, dtype=np.int64)
     n2 = np.asarray(n2, dtype=np.int64)
     p = np.full(d.shape, np.nan)
-    asymptotic = np.zeros(d.shape, dtype=bool)
     for j in np.flatnonzero(~np.isnan(d)):
-        a, b = int(n1[j]), int(n2[j])
-        if max(a, b) > KS_EXACT_MAX_N:
-            asymptotic[j] = True
-            continue
-        ok, dj, pj = _exact_ks(a, b, float(d[j]))
-        d[j] = dj
-        if ok:
-            p[j] = pj
-        else:
-            asymptotic[j] = True
-    if asymptotic.any():
-        size1 = n1[asymptotic].astype(np.float64)
-        size2 = n2[asymptotic].astype(np.float64)
-        en = size1 * size2 / (size1 + size2)
-        p[asymptotic] = stats.kstwo.sf(d[asymptotic], np.round(en))
+        d[j], p[j] = ks_two_sample_p(int(n1[j]), int(n2[j]), float(d[j]))
     return d, np.clip(p, 0.0, 1.0)
-
-
-def _exact_ks(n1: int, n2: int, d: float) -> tuple[bool, float, float]:
-    """scipy's exact branch: ``(success, D rounded to the lattice, p)``. Without scipy's private
-    helper (a future scipy may move it) every column uses the asymptotic distribution."""
-    if _scipy_exact_ks is None:  # pragma: no cover - depends on the scipy version
-        return False, d, math.nan
-    ok, d_lattice, p = _scipy_exact_ks(n1, n2, math.gcd(n1, n2), d, "two-sided")
-    return bool(ok), float(d_lattice), float(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,9 +451,12 @@ def compare_frames(
     psi_bins: int = 10,
     ks_floor: float = DEFAULT_KS_FLOOR,
     chi2_floor: float = DEFAULT_CHI2_FLOOR,
+    distances: bool = False,
 ) -> DriftReport:
     """Test every column of ``reference`` (or the listed ``columns``) for drift in ``current``.
 
+    ``distances=True`` also fills every column's ``wasserstein`` (numeric) and ``js``
+    (:mod:`.distances`), from the sorts and counts the tests already made, on every row.
     ``categorical`` forces the named columns to be tested as categorical. Columns of
     ``current`` that are not compared are ignored. Raises :class:`SchemaError` when a compared
     column is missing from either frame (or is numeric in the reference but not in the current
@@ -517,11 +494,13 @@ def compare_frames(
                 details={"column": str(name), "dtype": str(current[name].dtype)},
             )
     results: dict[Any, ColumnDrift] = {}
-    results.update(_numeric_results(reference, current, numeric, alpha, psi_bins, ks_floor))
+    results.update(
+        _numeric_results(reference, current, numeric, alpha, psi_bins, ks_floor, distances)
+    )
     for name in names:
         if kinds[name] == "categorical":
             results[name] = _categorical_result(
-                reference[name], current[name], str(name), alpha, chi2_floor
+                reference[name], current[name], str(name), alpha, chi2_floor, distances
             )
 
     return _verdict(
@@ -649,6 +628,7 @@ def _numeric_results(
     alpha: float,
     psi_bins: int,
     ks_floor: float,
+    distances: bool = False,
 ) -> dict[Any, ColumnDrift]:
     if not names:
         return {}
@@ -656,8 +636,10 @@ def _numeric_results(
     per_task = max(1, _BLOCK_ELEMENTS // max(rows, 1))
     tasks = [names[i : i + per_task] for i in range(0, len(names), per_task)]
 
-    def run(task: list[Any]) -> list[tuple[float, int, int, float | None]]:
-        return [_numeric_column(reference[name], current[name], psi_bins) for name in task]
+    def run(task: list[Any]) -> list[_NumericOutcome]:
+        return [
+            _numeric_column(reference[name], current[name], psi_bins, distances) for name in task
+        ]
 
     workers = min(len(tasks), _MAX_THREADS, os.cpu_count() or 1)
     if workers > 1:
@@ -665,9 +647,9 @@ def _numeric_results(
             outcomes = [item for part in pool.map(run, tasks) for item in part]
     else:
         outcomes = [item for task in tasks for item in run(task)]
-    d = np.array([o[0] for o in outcomes], dtype=np.float64)
-    n1 = np.array([o[1] for o in outcomes], dtype=np.int64)
-    n2 = np.array([o[2] for o in outcomes], dtype=np.int64)
+    d = np.array([o.d for o in outcomes], dtype=np.float64)
+    n1 = np.array([o.n1 for o in outcomes], dtype=np.int64)
+    n2 = np.array([o.n2 for o in outcomes], dtype=np.int64)
     d, p = ks_p_values(d, n1, n2)
     results = {}
     for j, name in enumerate(names):
@@ -685,27 +667,49 @@ def _numeric_results(
             p_value_adjusted=None,
             threshold=alpha,
             effect_floor=ks_floor,
-            psi=None if note else outcomes[j][3],
+            psi=None if note else outcomes[j].psi,
             drifted=False,
             n_reference=a,
             n_current=b,
             note=note,
+            wasserstein=None if note else outcomes[j].wasserstein,
+            js=None if note else outcomes[j].js,
         )
     return results
 
 
+@dataclass(frozen=True)
+class _NumericOutcome:
+    d: float
+    n1: int
+    n2: int
+    psi: float | None = None
+    wasserstein: float | None = None
+    js: float | None = None
+
+
 def _numeric_column(
-    reference: pd.Series[Any], current: pd.Series[Any], psi_bins: int
-) -> tuple[float, int, int, float | None]:
-    """``(D, n_reference, n_current, psi)`` of one numeric column: each side is sorted once
-    (finite values only) and the sorted reference gives the PSI bin edges and both bin counts."""
+    reference: pd.Series[Any], current: pd.Series[Any], psi_bins: int, distances: bool
+) -> _NumericOutcome:
+    """KS ``D``, sizes, PSI (and W1 and JS) of one numeric column: each side is sorted once
+    (finite values only); the sorted reference gives the PSI bin edges and both bin counts, which
+    JS reuses, and W1 merges the two sorted sides."""
     a = sorted_finite(_float_values(reference))
     b = sorted_finite(_float_values(current))
     if a.size == 0 or b.size == 0:
-        return math.nan, a.size, b.size, None
+        return _NumericOutcome(math.nan, a.size, b.size)
     edges = psi_edges(a, a.size, psi_bins)
-    psi_value = psi(bin_counts(a, a.size, edges), bin_counts(b, b.size, edges))
-    return ks_sorted(a, b), a.size, b.size, psi_value
+    counts_a, counts_b = bin_counts(a, a.size, edges), bin_counts(b, b.size, edges)
+    outcome = _NumericOutcome(ks_sorted(a, b), a.size, b.size, psi(counts_a, counts_b))
+    if not distances:
+        return outcome
+    from closedloop.domain.distances import js_distance, wasserstein_sorted
+
+    return replace(
+        outcome,
+        wasserstein=_opt_float(wasserstein_sorted(a, b, max_points=DISTANCE_POINTS)),
+        js=_opt_float(js_distance(counts_a, counts_b)),
+    )
 
 
 def _float_values(series: pd.Series[Any]) -> np.ndarray:
@@ -717,15 +721,25 @@ def _float_values(series: pd.Series[Any]) -> np.ndarray:
 
 
 def _categorical_result(
-    reference: pd.Series[Any], current: pd.Series[Any], name: str, alpha: float, floor: float
+    reference: pd.Series[Any],
+    current: pd.Series[Any],
+    name: str,
+    alpha: float,
+    floor: float,
+    distances: bool = False,
 ) -> ColumnDrift:
     return _categorical_from_counts(
-        _counts_with_nulls(reference), _counts_with_nulls(current), name, alpha, floor
+        _counts_with_nulls(reference), _counts_with_nulls(current), name, alpha, floor, distances
     )
 
 
 def _categorical_from_counts(
-    ref_counts: pd.Series[Any], cur_counts: pd.Series[Any], name: str, alpha: float, floor: float
+    ref_counts: pd.Series[Any],
+    cur_counts: pd.Series[Any],
+    name: str,
+    alpha: float,
+    floor: float,
+    distances: bool = False,
 ) -> ColumnDrift:
     table = pd.concat([ref_counts, cur_counts], axis=1, sort=False).fillna(0.0)
     observed = table.to_numpy(dtype=np.float64).T  # 2 x k
@@ -735,6 +749,11 @@ def _categorical_from_counts(
     unseen_mask = (observed[0] == 0) & (observed[1] > 0)
     unseen_order = np.argsort(-observed[1][unseen_mask], kind="stable")
     unseen_labels = np.asarray(table.index[unseen_mask], dtype=object)[unseen_order]
+    js = None
+    if distances:
+        from closedloop.domain.distances import js_distance
+
+        js = _opt_float(js_distance(observed[0], observed[1]))
     return ColumnDrift(
         column=name,
         kind="categorical",
@@ -750,6 +769,7 @@ def _categorical_from_counts(
         n_current=int(n_cur),
         tvd=float(0.5 * np.abs(freq_ref - freq_cur).sum()),
         unseen_categories=[str(label) for label in unseen_labels[:MAX_UNSEEN_REPORTED]],
+        js=js,
     )
 
 
@@ -763,7 +783,7 @@ def chi2_homogeneity(observed: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
     statistic = float((((observed - expected) ** 2) / expected).sum())
-    return statistic, float(stats.chi2.sf(statistic, dof))
+    return statistic, chi2_sf(statistic, dof)
 
 
 def _counts_with_nulls(series: pd.Series[Any]) -> pd.Series[Any]:

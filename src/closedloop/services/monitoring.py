@@ -12,18 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from closedloop.errors import ConflictError, InvalidInputError
-from closedloop.services import events, registry
-from closedloop.services.events import as_utc, utcnow
-from closedloop.services.workspace import Workspace, default_actor
-from closedloop.storage.metadata.tables import checks
 
+# The store (SQLAlchemy, ~0.3 s to import) is only needed by `monitor` and `list_checks`, not by
+# `closedloop drift`, so it is imported inside them.
 if TYPE_CHECKING:
     import pandas as pd
 
     from closedloop.domain.drift import DriftReport
+    from closedloop.services.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -84,20 +81,16 @@ def drift_files(
     if stream:
         return _drift_files_streaming(Path(reference), Path(current), options, columns)
 
-    import importlib
-    import threading
+    import pyarrow as pa
 
     from closedloop.storage.datafiles import read_table
 
-    # scipy.stats (imported by the drift module) takes ~0.5 s to import: overlap it with the
-    # file reads, which run in pyarrow's C++ threads without the GIL.
-    loader = threading.Thread(
-        target=importlib.import_module, args=("closedloop.domain.drift",), daemon=True
-    )
-    loader.start()
+    # Arrow's allocator keeps the decoding buffers of a read for reuse; handing them back after
+    # each file keeps them out of the peak memory of the second read and of the tests.
     ref = read_table(reference, columns=columns, strings_as_categories=True)
+    pa.default_memory_pool().release_unused()
     cur = read_table(current, columns=columns, strings_as_categories=True)
-    loader.join()
+    pa.default_memory_pool().release_unused()
     return compare(ref, cur, options)
 
 
@@ -209,6 +202,12 @@ def monitor(
     actor: str | None = None,
 ) -> CheckResult:
     """Check the latest traffic window of ``model`` against its version's reference; record it."""
+    from closedloop.services import events, registry
+    from closedloop.services.events import utcnow
+    from closedloop.services.outputs import check_outputs
+    from closedloop.services.workspace import default_actor
+    from closedloop.storage.metadata.tables import checks
+
     cfg = ws.settings.monitor
     options = options or DriftOptions(alpha=cfg.alpha, correction=cfg.correction)
     rows = window_rows or cfg.window_rows
@@ -228,8 +227,6 @@ def monitor(
             f"least {cfg.min_rows} (monitor.min_rows).",
             hint="Send more traffic, or lower monitor.min_rows in closedloop.toml.",
         )
-    from closedloop.services.outputs import check_outputs
-
     primary = window[window["_role"] != "shadow"] if "_role" in window else window
     features = [c for c in reference.columns if c in primary.columns]
     report = compare(reference, primary[features], options)
@@ -285,6 +282,11 @@ def monitor(
 
 def list_checks(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[str, Any]]:
     """The most recent checks of a model, newest first."""
+    from sqlalchemy import select
+
+    from closedloop.services.events import as_utc
+    from closedloop.storage.metadata.tables import checks
+
     with ws.metadata.read() as conn:
         rows = conn.execute(
             select(checks).where(checks.c.model == model).order_by(checks.c.id.desc()).limit(limit)
