@@ -395,6 +395,8 @@ class Agent:
                         log.debug("another agent holds the lease; waiting")
                 except ClosedloopError as exc:  # e.g. the store is down: try again next pass
                     log.warning("agent pass failed: %s", exc.message)
+                except Exception:  # a bug must not stop the loop; the next pass tries again
+                    log.exception("agent pass failed unexpectedly")
                 passes += 1
                 if max_passes is not None and passes >= max_passes:
                     return
