@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -40,7 +39,6 @@ from closedloop.domain.model import check_model
 from closedloop.domain.policy import MonitorPolicy, format_duration
 from closedloop.domain.triggers import CronSchedule
 from closedloop.errors import (
-    ClosedloopError,
     ConfigError,
     InvalidInputError,
     SchemaError,
@@ -273,7 +271,7 @@ def policy_from_settings(settings: Settings, *, target: str | None = None) -> Ba
 
 
 def _user_trainer(ws: Workspace, settings: Settings) -> Trainer:
-    from closedloop.services.pipeline import import_function
+    from closedloop.services.pipeline import call_user, import_function
 
     spec = settings.pipeline.trainer
     if not spec:
@@ -284,16 +282,9 @@ def _user_trainer(ws: Workspace, settings: Settings) -> Trainer:
     function = import_function(spec, setting="trainer", ws=ws)
 
     def train(X: pd.DataFrame, y: pd.Series) -> Any:
-        try:
-            model = function(X, y)
-        except ClosedloopError:
-            raise
-        except Exception as exc:
-            raise UserCodeError(
-                f"The trainer {spec} raised {type(exc).__name__}: {exc}.",
-                hint="Fix the error in your pipeline code.",
-                details={"traceback": traceback.format_exc()},
-            ) from exc
+        model = call_user(
+            function, f"trainer {spec}", X, y, hint="Fix the error in your pipeline code."
+        )
         problems = check_model(model)
         if problems:
             raise UserCodeError(

@@ -108,7 +108,13 @@ def import_function(spec: str, *, setting: str, ws: Workspace) -> Callable[..., 
     return function  # type: ignore[no-any-return]
 
 
-def _call_user(function: Callable[..., Any], what: str, *args: Any) -> Any:
+def call_user(
+    function: Callable[..., Any],
+    what: str,
+    *args: Any,
+    hint: str = "Fix the error in your pipeline code; production was not changed.",
+) -> Any:
+    """Call the user's code; anything it raises becomes a UserCodeError with the traceback."""
     try:
         return function(*args)
     except ClosedloopError:
@@ -116,7 +122,7 @@ def _call_user(function: Callable[..., Any], what: str, *args: Any) -> Any:
     except Exception as exc:
         raise UserCodeError(
             f"The {what} raised {type(exc).__name__}: {exc}.",
-            hint="Fix the error in your pipeline code; production was not changed.",
+            hint=hint,
             details={"traceback": traceback.format_exc()},
         ) from exc
 
@@ -259,7 +265,7 @@ def load_frame(ws: Workspace) -> tuple[pd.DataFrame, str]:
                 hint="Run `closedloop init` or add it to [pipeline] in closedloop.toml.",
             )
     loader = import_function(cfg.loader, setting="loader", ws=ws)
-    frame = _call_user(loader, f"loader {cfg.loader}")
+    frame = call_user(loader, f"loader {cfg.loader}")
     if not isinstance(frame, pd.DataFrame):
         raise InvalidInputError(
             f"The loader {cfg.loader} must return a pandas DataFrame. "
@@ -334,8 +340,8 @@ def train(
         )
         data_hash = run.log_dataset(frame, source=source or "frame", role="training")
         incumbent_version = _incumbent_version(ws, cfg.model)
-        estimator = _call_user(trainer, f"trainer {cfg.trainer}", X_train, y_train)
-        outputs = _call_user(predict_outputs, "candidate's predict", estimator, X_hold)
+        estimator = call_user(trainer, f"trainer {cfg.trainer}", X_train, y_train)
+        outputs = call_user(predict_outputs, "candidate's predict", estimator, X_hold)
         candidate = score_outputs(cfg.metric, y_hold, outputs)
         run.log_metric(cfg.metric, candidate)
         decision, note = _run_gate(
