@@ -80,6 +80,9 @@ class MonitorSettings:
     """Consecutive drifted windows before a monitor alerts."""
     cooldown_seconds: float = 3600.0
     """After an alert, no new alert for this long."""
+    min_weighted_share: float = 0.0
+    """Weight the verdict by the version's permutation importance: per-column drift counts only
+    when the drifted columns carry at least this share of it; 0 turns weighting off."""
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,40 @@ def test_drift_files_loads_neither_scikit_learn_nor_scipy_nor_the_store(tmp_path
     assert result.stderr.strip().splitlines()[-1] == "LOADED="
 
 
+def test_drift_weighted_by_importance_counts_only_drift_that_matters(tmp_path: Path) -> None:
+    ref = _write(_pre(1), tmp_path / "ref.parquet")
+    cur = _write(_post(3), tmp_path / "cur.parquet")
+    weights = {c: (0.01 if c in DRIFTED else 1.0) for c in FEATURES}
+    (tmp_path / "weights.json").write_text(json.dumps(weights))
+    args = ["drift", str(ref), str(cur), "--no-multivariate", "--weights", "weights.json"]
+
+    result = cli(tmp_path, *args, "--min-weighted-share", "0.5", "--json")
+    assert result.returncode == 0, result.stderr  # drift only where the model barely looks
+    report = as_json(result)
+    assert {c["column"] for c in report["columns"] if c["drifted"]} == DRIFTED
+    assert report["weighting"]["counts"] is False
+    assert report["weighting"]["weighted_share"] == pytest.approx(0.03 / 5.03)
+
+    human = cli(tmp_path, *args, "--min-weighted-share", "0.001")
+    assert human.returncode == 1, human.stderr
+    assert "drifted columns carry 1% of the importance weight" in human.stdout
+
+    (tmp_path / "bad.json").write_text("{income: 1}")
+    assert_clean_error(
+        cli(tmp_path, "drift", str(ref), str(cur), "--weights", "bad.json"), "not valid JSON"
+    )
+    (tmp_path / "negative.json").write_text(json.dumps({"income": -1}))
+    assert_clean_error(
+        cli(tmp_path, "drift", str(ref), str(cur), "--weights", "negative.json"),
+        "'income'",
+        ">= 0",
+    )
+    assert_clean_error(
+        cli(tmp_path, "drift", str(ref), str(cur), "--min-weighted-share", "0.5"),
+        "needs --weights",
+    )
+
+
 def test_drift_file_errors_exit_2_with_a_clear_message(tmp_path: Path) -> None:
     ref = _write(_pre(1, 500), tmp_path / "ref.parquet")
     cur = _write(_pre(2, 500), tmp_path / "cur.csv")

@@ -85,6 +85,13 @@ def _print_report(report: Any, title: str) -> None:
         else f"no drift in {len(report.columns)} columns"
     )
     say(f"{verdict} (reference {report.n_reference} rows, current {report.n_current} rows)")
+    weighting = getattr(report, "weighting", None)
+    if weighting:
+        say(
+            f"drifted columns carry {weighting['weighted_share']:.0%} of the importance weight "
+            f"(counts from {weighting['min_weighted_share']:.0%}: "
+            f"{'yes' if weighting['counts'] else 'no'})"
+        )
 
 
 def _num(value: float | None) -> str:
@@ -108,6 +115,20 @@ def _num(value: float | None) -> str:
     help="Also write a self-contained HTML report (opens offline) to this file.",
 )
 @_extras_options
+@click.option(
+    "--weights",
+    "weights_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help='JSON object of feature-importance weights per column, e.g. {"income": 0.4}.',
+)
+@click.option(
+    "--min-weighted-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    help="With --weights: per-column drift counts only when the drifted columns carry at "
+    "least this share of the weight [0: reported only].",
+)
 @json_option
 @command_runner
 def drift_cmd(
@@ -120,6 +141,8 @@ def drift_cmd(
     html_path: Path | None,
     no_multivariate: bool,
     no_quality: bool,
+    weights_path: Path | None,
+    min_weighted_share: float,
     as_json: bool,
 ) -> None:
     """Compare two data files (parquet or csv): per-column tests and a dataset verdict.
@@ -129,7 +152,9 @@ def drift_cmd(
     P-values are corrected across columns. A domain classifier tests joint drift; data-quality
     signals are reported. Exits 1 when drift is found, 0 when not, 2 on error.
     """
-    from closedloop.services.monitoring import drift_files
+    from dataclasses import replace
+
+    from closedloop.services.monitoring import drift_files, read_weights
 
     options = _options(
         alpha,
@@ -139,6 +164,12 @@ def drift_cmd(
         no_multivariate=no_multivariate,
         no_quality=no_quality,
     )
+    if weights_path is not None:
+        options = replace(
+            options, weights=read_weights(weights_path), min_weighted_share=min_weighted_share
+        )
+    elif min_weighted_share > 0:
+        raise ConfigError("--min-weighted-share needs --weights FILE.")
     report = drift_files(reference, current, options)
     if html_path is not None:
         _write_html(html_path, report, reference, current, list(columns) or None)

@@ -14,12 +14,18 @@ domain classifier and data-quality signals, in one :class:`~.drift.DriftReport`.
   interval there (see :mod:`.multivariate` for the calibration).
 * Data quality (:mod:`.quality`): missing-rate changes, out-of-range values, unseen categories,
   type violations. Reported; not counted in the verdict unless ``quality_in_verdict``.
+* Importance weighting (optional, ``weights``): the share of the total feature-importance
+  weight carried by the drifted columns (:func:`.distances.feature_weighted_share`) is
+  reported; with ``min_weighted_share > 0`` the per-column tests count in the verdict only when
+  the drifted columns carry at least that share, so drift confined to columns the model barely
+  uses does not raise the dataset verdict. The domain classifier still counts (a joint shift is
+  not attributed to columns).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -42,8 +48,17 @@ def assess(
     quality: bool = True,
     quality_in_verdict: bool = False,
     seed: int = 0,
+    weights: Mapping[str, float] | None = None,
+    min_weighted_share: float = 0.0,
 ) -> DriftReport:
     """Test ``current`` against ``reference``: see the module docstring."""
+    if not (isinstance(min_weighted_share, int | float) and 0.0 <= min_weighted_share <= 1.0):
+        from closedloop.errors import InvalidInputError
+
+        raise InvalidInputError(
+            "min_weighted_share must be a number in [0, 1] (0: weights are reported only). "
+            f"Got {min_weighted_share!r} instead."
+        )
     report = compare_frames(
         reference,
         current,
@@ -56,6 +71,9 @@ def assess(
     names = [c.column for c in report.columns]
     forced = list(categorical or [])
     drifted = report.drifted
+    if weights is not None:
+        report = weighted_verdict(report, weights, float(min_weighted_share))
+        drifted = report.drifted
     if multivariate and len(names) >= 1:
         result = _multivariate(reference, current, names, forced, seed)
         report.multivariate = result
@@ -74,6 +92,29 @@ def assess(
         report.quality = checked.to_dict()
         drifted = drifted or checked.affects_verdict
     return replace(report, drifted=drifted)
+
+
+def weighted_verdict(
+    report: DriftReport, weights: Mapping[str, float], minimum: float = 0.0
+) -> DriftReport:
+    """The per-column verdict of ``report`` weighted by feature importance (module docstring).
+
+    Columns without a weight weigh 0 (they are listed under ``unweighted``).
+    """
+    from closedloop.domain.distances import feature_weighted_share
+
+    flags = {c.column: c.drifted for c in report.columns}
+    known = {c: float(weights[c]) for c in flags if c in weights}
+    share = feature_weighted_share(flags, known | {c: 0.0 for c in flags if c not in weights})
+    counts = bool(report.drifted and share >= minimum)
+    weighting = {
+        "weights": known,
+        "unweighted": sorted(c for c in flags if c not in weights),
+        "weighted_share": share,
+        "min_weighted_share": minimum,
+        "counts": counts,
+    }
+    return replace(report, drifted=counts, weighting=weighting)
 
 
 def _multivariate(

@@ -218,6 +218,9 @@ class DriftReport:
     """The domain-classifier result (:mod:`.multivariate`), when it ran."""
     quality: dict[str, Any] | None = None
     """Data-quality signals per column (:mod:`.quality`), when computed."""
+    weighting: dict[str, Any] | None = None
+    """The importance-weighted verdict (:func:`closedloop.domain.assessment.assess`), when
+    weights were given: ``weights``, ``weighted_share``, ``min_weighted_share``, ``counts``."""
 
     @property
     def n_drifted(self) -> int:
@@ -259,6 +262,7 @@ class DriftReport:
             "method": self.method,
             **({"multivariate": self.multivariate} if self.multivariate is not None else {}),
             **({"quality": self.quality} if self.quality is not None else {}),
+            **({"weighting": self.weighting} if self.weighting is not None else {}),
         }
 
     @classmethod
@@ -285,6 +289,7 @@ class DriftReport:
             method="sketch" if data.get("method") == "sketch" else "exact",
             multivariate=data.get("multivariate"),
             quality=data.get("quality"),
+            weighting=data.get("weighting"),
         )
 
 

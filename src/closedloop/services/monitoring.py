@@ -7,7 +7,7 @@ records the result as a check in the store with an event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,10 @@ class DriftOptions:
     """Also run the domain-classifier test (it counts in the verdict)."""
     quality: bool = True
     """Also report data-quality signals (not counted in the verdict)."""
+    weights: dict[str, float] | None = None
+    """Feature-importance weight per column: the report gives the drifted columns' share."""
+    min_weighted_share: float = 0.0
+    """With weights: per-column drift counts only when the drifted columns carry this share."""
 
 
 def compare(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOptions) -> DriftReport:
@@ -51,6 +55,31 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOption
         correction="bh" if options.correction == "bh" else "bonferroni",
         multivariate=options.multivariate,
         quality=options.quality,
+        weights=options.weights,
+        min_weighted_share=options.min_weighted_share,
+    )
+
+
+def version_importance(ws: Workspace, model: str, number: int) -> dict[str, float]:
+    """Permutation importance of each input column of a version, on its held-out rows.
+
+    ``pipeline.metric`` is the score; ConflictError when the version has no stored evaluation.
+    """
+    from closedloop.domain.importance import permutation_importance
+    from closedloop.services import registry
+
+    evaluation = registry.load_evaluation(ws, model, number)
+    if evaluation is None or len(evaluation) < 2:
+        raise ConflictError(
+            f"Version {number} of {model!r} has no held-out rows to measure feature importance "
+            "on (versions registered by `closedloop train` have them).",
+            hint="Set monitor.min_weighted_share = 0 to check this version unweighted.",
+        )
+    loaded = registry.load_version(ws, model, number)
+    names = loaded.signature.names()
+    rows = evaluation.head(2000)
+    return permutation_importance(
+        loaded.estimator, rows[names], rows["_label"], ws.settings.pipeline.metric, columns=names
     )
 
 
@@ -151,12 +180,52 @@ def _drift_files_streaming(
                 f"{str(path)!r} has no rows; drift needs at least one row in each window."
             )
         sketches.append(sketch)
-    return compare_sketches(
+    report = compare_sketches(
         sketches[0],
         sketches[1],
         alpha=options.alpha,
         correction="bh" if options.correction == "bh" else "bonferroni",
     )
+    if options.weights is None:
+        return report
+    from closedloop.domain.assessment import weighted_verdict
+
+    return weighted_verdict(report, options.weights, options.min_weighted_share)
+
+
+def read_weights(path: Path) -> dict[str, float]:
+    """A JSON object mapping column names to importance weights (finite numbers >= 0)."""
+    import json
+    import math
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(
+            f"Cannot read the weights file {str(path)!r}: {exc.strerror}."
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"The weights file {str(path)!r} is not valid JSON ({exc.msg}, line {exc.lineno}); "
+            'expected an object such as {"income": 0.4, "age": 0.1}.'
+        ) from exc
+    if not isinstance(data, dict) or not data:
+        raise InvalidInputError(
+            f"The weights file {str(path)!r} must hold a non-empty JSON object of column: weight; "
+            f"got {type(data).__name__}."
+        )
+    out: dict[str, float] = {}
+    for column, weight in data.items():
+        number = (
+            weight if isinstance(weight, int | float) and not isinstance(weight, bool) else None
+        )
+        if number is None or not math.isfinite(number) or number < 0:
+            raise InvalidInputError(
+                f"The weight of column {column!r} in {str(path)!r} must be a finite number >= 0. "
+                f"Got {weight!r} instead."
+            )
+        out[str(column)] = float(number)
+    return out
 
 
 @dataclass(frozen=True)
@@ -229,6 +298,12 @@ def monitor(
         )
     primary = window[window["_role"] != "shadow"] if "_role" in window else window
     features = [c for c in reference.columns if c in primary.columns]
+    if cfg.min_weighted_share > 0 and options.weights is None:
+        options = replace(
+            options,
+            weights=version_importance(ws, model, number),
+            min_weighted_share=cfg.min_weighted_share,
+        )
     report = compare(reference, primary[features], options)
     outputs = check_outputs(ws, model, number, primary)
     window_info = {
