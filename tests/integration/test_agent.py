@@ -536,3 +536,31 @@ def test_a_realised_performance_drop_on_labelled_traffic_triggers_a_retrain(
     finally:
         agent.close()
         ws.close()
+
+
+def test_a_request_that_killed_three_agents_is_given_up_not_retried_forever(
+    project: Workspace, receiver: Receiver
+) -> None:
+    ws = project
+    first_version(ws)
+    request = agents.request_manual_retrain(ws, actor="bob")
+    with ws.metadata.write() as conn:
+        for holder in ("dead-1", "dead-2", "dead-3"):  # each died inside the trainer
+            events.record(
+                conn,
+                agents.STARTED,
+                actor="agent",
+                model=MODEL,
+                payload={"request_id": request, "holder": holder},
+            )
+    agent = Agent(ws, guardrails=GUARDRAILS)
+    try:
+        agent.run_once()
+        (done,) = finished(ws)
+        assert done.payload["status"] == "failed"
+        assert "started 3 times and never finished" in done.payload["error"]
+        assert len(events.list_events(ws, model=MODEL, kinds=(agents.STARTED,))) == 3
+        assert [v.number for v in registry.list_versions(ws, MODEL)] == [1]
+        assert receiver.wait_for(ws, "retrain_failed")["valid"]
+    finally:
+        agent.close()

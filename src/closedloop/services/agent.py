@@ -63,6 +63,8 @@ RETRAIN_KINDS = (REQUESTED, STARTED, FINISHED)
 RetrainData = Literal["loader", "traffic", "traffic+loader"]
 RETRAIN_DATA: tuple[str, ...] = ("loader", "traffic", "traffic+loader")
 ROLLOUT_MODES: tuple[str, ...] = ("canary", "promote")
+MAX_ATTEMPTS = 3
+"""A request started this many times without finishing is failed, not started again."""
 
 
 class LeaseLost(ClosedloopError):
@@ -666,6 +668,19 @@ class Agent:
         if not pending:
             return
         request = pending[0]
+        attempts = self._attempts(request.id)
+        if attempts >= MAX_ATTEMPTS and self._version_for(request.id) is None:
+            # every earlier attempt died inside this step (e.g. the trainer ran out of memory
+            # and took the agent with it): give up instead of crash-looping
+            self._failed(
+                report,
+                request,
+                ClosedloopError(
+                    f"Retrain request {request.id} was started {attempts} times and never "
+                    "finished (each agent stopped during it); giving up.",
+                ),
+            )
+            return
         self._record(STARTED, request, {"holder": self.holder, "token": self.lease.token})
         existing = self._version_for(request.id)
         try:
@@ -679,6 +694,10 @@ class Agent:
             return
         self._check_lease()
         self._release(report, request, version, gate)
+
+    def _attempts(self, request_id: int) -> int:
+        started = events.list_events(self.ws, model=self.policy.model, kinds=(STARTED,))
+        return sum(1 for e in started if e.payload.get("request_id") == request_id)
 
     def _version_for(self, request_id: int) -> tuple[int, dict[str, Any]] | None:
         """A version an earlier attempt registered for this request (it crashed after)."""
