@@ -73,20 +73,10 @@ def _describe(action: dict[str, Any]) -> str:
 @command_runner
 def status_cmd(as_json: bool) -> None:
     """Which agent is active, and the latest retrain requests with their outcome."""
-    from closedloop.services import lease
-    from closedloop.services.agent import retrain_status
-    from closedloop.services.events import utcnow
+    from closedloop.services.agent import agent_status
 
-    ws = workspace()
-    current = lease.current(ws)
-    model = ws.settings.pipeline.model
-    retrains = retrain_status(ws, model) if model else []
-    body = {
-        "lease": current.to_dict() if current else None,
-        "active": bool(current and current.expires_at > utcnow()),
-        "model": model,
-        "retrains": retrains,
-    }
+    body = agent_status(workspace())
+    current, retrains, model = body["lease"], body["retrains"], body["model"]
     if as_json:
         dump_json(body)
         return
@@ -95,8 +85,8 @@ def status_cmd(as_json: bool) -> None:
     else:
         state = "active" if body["active"] else "expired"
         say(
-            f"agent {current.holder} (token {current.token}): "
-            f"lease {state} until {current.expires_at.isoformat()}"
+            f"agent {current['holder']} (token {current['token']}): "
+            f"lease {state} until {current['expires_at']}"
         )
     if retrains:
         table(

@@ -252,6 +252,21 @@ def retrain_status(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[s
     return rows
 
 
+def agent_status(ws: Workspace, *, now: datetime | None = None) -> dict[str, Any]:
+    """``closedloop agent status``: the lease (who is active, until when) and the latest
+    retrains of the pipeline's model."""
+    from closedloop.services import lease
+
+    current = lease.current(ws)
+    model = ws.settings.pipeline.model
+    return {
+        "lease": current.to_dict() if current else None,
+        "active": bool(current and current.expires_at > (now or utcnow())),
+        "model": model,
+        "retrains": retrain_status(ws, model) if model else [],
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # The agent
 # --------------------------------------------------------------------------------------------
@@ -724,7 +739,7 @@ class Agent:
         )
         return result.version, {
             **result.decision.to_dict(),
-            "incumbent_version": _gate_incumbent(self.ws, self.policy.model, result.version),
+            "incumbent_version": result.incumbent_version,
         }
 
     def _training_data(self) -> tuple[pd.DataFrame | None, str | None]:
@@ -884,17 +899,12 @@ class Agent:
             )
 
 
-def _gate_incumbent(ws: Workspace, model: str, version: int) -> int | None:
-    lineage = registry.get_version(ws, model, version).lineage or {}
-    value = (lineage.get("gate") or {}).get("incumbent_version")
-    return int(value) if isinstance(value, int) else None
-
-
 __all__ = [
     "Agent",
     "AgentPolicy",
     "LeaseLost",
     "PassReport",
+    "agent_status",
     "request_manual_retrain",
     "request_retrain",
     "retrain_status",

@@ -60,11 +60,25 @@ def compare(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOption
     )
 
 
+_IMPORTANCE: dict[tuple[str, str, int, str], dict[str, float]] = {}
+"""Computed importances per (store, model, version, metric): a version never changes."""
+
+
 def version_importance(ws: Workspace, model: str, number: int) -> dict[str, float]:
     """Permutation importance of each input column of a version, on its held-out rows.
 
     ``pipeline.metric`` is the score; ConflictError when the version has no stored evaluation.
+    Computed once per process for each version (versions are immutable).
     """
+    key = (ws.settings.metadata_url, model, number, ws.settings.pipeline.metric)
+    if key not in _IMPORTANCE:
+        if len(_IMPORTANCE) >= 64:
+            _IMPORTANCE.clear()
+        _IMPORTANCE[key] = _version_importance(ws, model, number)
+    return dict(_IMPORTANCE[key])
+
+
+def _version_importance(ws: Workspace, model: str, number: int) -> dict[str, float]:
     from closedloop.domain.importance import permutation_importance
     from closedloop.services import registry
 
@@ -359,21 +373,24 @@ def list_checks(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[str,
     """The most recent checks of a model, newest first."""
     from sqlalchemy import select
 
-    from closedloop.services.events import as_utc
     from closedloop.storage.metadata.tables import checks
 
     with ws.metadata.read() as conn:
         rows = conn.execute(
             select(checks).where(checks.c.model == model).order_by(checks.c.id.desc()).limit(limit)
         )
-        return [
-            {
-                "check_id": r.id,
-                "version": r.version,
-                "ts": as_utc(r.ts).isoformat(),
-                "drifted": r.drifted,
-                "n_reference": r.n_reference,
-                "n_current": r.n_current,
-            }
-            for r in rows
-        ]
+        return [check_summary(r) for r in rows]
+
+
+def check_summary(row: Any) -> dict[str, Any]:
+    """A ``checks`` row as the JSON-friendly summary ``list_checks`` returns."""
+    from closedloop.services.events import as_utc
+
+    return {
+        "check_id": row.id,
+        "version": row.version,
+        "ts": as_utc(row.ts).isoformat(),
+        "drifted": row.drifted,
+        "n_reference": row.n_reference,
+        "n_current": row.n_current,
+    }

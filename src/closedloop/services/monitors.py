@@ -30,7 +30,7 @@ from closedloop.domain.policy import CheckOutcome, MonitorPolicy, PolicyDecision
 from closedloop.errors import InvalidInputError
 from closedloop.services import events
 from closedloop.services.events import as_utc, utcnow
-from closedloop.services.monitoring import CheckResult, DriftOptions, monitor
+from closedloop.services.monitoring import CheckResult, DriftOptions, check_summary, monitor
 from closedloop.services.workspace import Workspace, default_actor
 from closedloop.storage.metadata.tables import checks, models
 from closedloop.storage.metadata.tables import events as events_table
@@ -252,12 +252,7 @@ def check_history(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[st
             alerted = {p.payload.get("check_id") for p in payloads if p.payload}
     return [
         {
-            "check_id": r.id,
-            "version": r.version,
-            "ts": as_utc(r.ts).isoformat(),
-            "drifted": r.drifted,
-            "n_reference": r.n_reference,
-            "n_current": r.n_current,
+            **check_summary(r),
             "result": dict(r.result or {}),
             "alerted": r.id in alerted,
         }

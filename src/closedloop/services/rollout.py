@@ -37,7 +37,7 @@ from closedloop.domain import rollout as machine
 from closedloop.domain.guardrails import GuardrailPolicy, Verdict, window_stats
 from closedloop.domain.guardrails import evaluate as evaluate_guardrails
 from closedloop.errors import ConflictError, NotFoundError
-from closedloop.services import events
+from closedloop.services import events, registry
 from closedloop.services.events import as_utc, utcnow
 from closedloop.services.workspace import Workspace, default_actor
 from closedloop.storage.metadata.tables import aliases, models, rollouts, versions
@@ -67,18 +67,6 @@ class ServingPlan:
 # --------------------------------------------------------------------------------------------
 # Rows and aliases (inside the caller's write transaction)
 # --------------------------------------------------------------------------------------------
-
-
-def _lock_model(conn: Connection, model: str) -> int:
-    stmt = select(models.c.id).where(models.c.name == model)
-    if conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    model_id = conn.execute(stmt).scalar()
-    if model_id is None:
-        raise NotFoundError(
-            f"No model named {model!r}.", hint="List models with `closedloop models`."
-        )
-    return int(model_id)
 
 
 def _alias_value(conn: Connection, model_id: int, alias: str) -> int | None:
@@ -216,7 +204,7 @@ def _apply(
     now = now or utcnow()
     actor = actor or default_actor()
     with ws.metadata.write() as conn:
-        model_id = _lock_model(conn, model)
+        model_id = registry.lock_model(conn, model)
         state = _load(conn, model_id, model)
         if expected is not None and not _same(state, expected):
             raise ConflictError(
@@ -513,7 +501,7 @@ def _record_wait(
     now: datetime,
 ) -> dict[str, Any]:
     with ws.metadata.write() as conn:
-        model_id = _lock_model(conn, model)
+        model_id = registry.lock_model(conn, model)
         current = _load(conn, model_id, model)
         if not _same(current, before):
             raise ConflictError(

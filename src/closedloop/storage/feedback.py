@@ -168,16 +168,7 @@ class FeedbackLog:
             ) from exc
 
     def _list_parts(self, model: str) -> list[str]:
-        base = f"{self._parts.root}/model={model}"
-        try:
-            if not self._parts.fs.isdir(base):
-                return []
-            names = self._parts.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise StoreError(f"Could not list the feedback log at {base!r}: {exc}") from exc
-        return sorted(str(p) for p in names if is_part(p))
+        return [p for p in self._parts.entries(f"{self._parts.root}/model={model}") if is_part(p)]
 
 
 def _sequence(values: object, name: str) -> list[Any]:

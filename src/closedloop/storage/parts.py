@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from closedloop.errors import ConfigError, InvalidInputError
+from closedloop.errors import ConfigError, InvalidInputError, StoreError
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
@@ -53,6 +53,7 @@ class PartFolder:
                 hint="Use a local folder or an fsspec URL whose driver is installed (s3fs …).",
             ) from exc
         self.fs = fs
+        self.what = what
         self.root = str(root).rstrip("/")
         protocols = fs.protocol if isinstance(fs.protocol, tuple | list) else (fs.protocol,)
         self.local = "file" in protocols or "local" in protocols
@@ -84,6 +85,16 @@ class PartFolder:
             self.fs.pipe_file(temporary, data)
             self.fs.mv(temporary, final)
         return final
+
+    def entries(self, folder: str) -> list[str]:
+        """The paths directly under ``folder``, sorted ([] when it does not exist)."""
+        try:
+            names = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"Could not list the {self.what} at {folder!r}: {exc}") from exc
+        return sorted(str(name).rstrip("/") for name in names)
 
     def read(self, path: str) -> Any:
         """One part as a pyarrow Table."""

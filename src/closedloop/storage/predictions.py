@@ -544,19 +544,11 @@ class PredictionLog:
     def _list_parts(
         self, model: str, since: pd.Timestamp | None, until: pd.Timestamp | None
     ) -> list[str]:
-        base = f"{self._parts.root}/model={model}"
-        try:
-            if not self._parts.fs.isdir(base):
-                return []
-            date_dirs = self._parts.fs.ls(base, detail=False)
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise StoreError(f"Could not list the prediction log at {base!r}: {exc}") from exc
+        date_dirs = self._parts.entries(f"{self._parts.root}/model={model}")
         first_day = since.date().isoformat() if since is not None else None
         last_day = until.date().isoformat() if until is not None else None
         paths: list[str] = []
-        for date_dir in sorted(str(d).rstrip("/") for d in date_dirs):
+        for date_dir in date_dirs:
             match = _DATE_DIR.match(date_dir.rsplit("/", 1)[-1])
             if match is None:
                 continue
@@ -565,12 +557,7 @@ class PredictionLog:
                 last_day is not None and day > last_day
             ):
                 continue
-            try:
-                names = self._parts.fs.ls(date_dir, detail=False)
-            except FileNotFoundError:
-                continue
-            parts = [str(p) for p in names if is_part(p)]
-            paths.extend(sorted(parts))
+            paths.extend(p for p in self._parts.entries(date_dir) if is_part(p))
         return paths
 
     def _read_part(self, path: str, version: int | None) -> Any:
