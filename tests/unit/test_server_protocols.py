@@ -379,6 +379,21 @@ def test_health_and_version(client: InProcessClient, host: StaticModelHost) -> N
     assert client.get("/v2/health/live").status_code == 200
 
 
+def test_a_server_with_nothing_to_serve_is_live_but_not_ready() -> None:
+    client = InProcessClient(create_app(StaticModelHost({})))
+    for path in ("/ping", "/health", "/v2/health/ready"):
+        answer = client.get(path)
+        assert answer.status_code == 503, path
+        assert "no model has a production version yet" in answer.text, path
+        assert "closedloop train" in answer.text, path
+    assert client.get("/ping").json()["error"]["code"] == "model_load_error"
+    assert client.get("/v2/health/ready").json()["closedloop_error"]["hint"]
+    assert client.get("/v2/health/live").status_code == 200
+    invocations = post_json(client, "/invocations", {"inputs": columnar()})
+    assert invocations.status_code == 503
+    assert "no model has a production version yet" in invocations.json()["message"]
+
+
 def test_an_estimator_failure_is_a_json_500(
     client: InProcessClient, host: StaticModelHost, models: Models
 ) -> None:

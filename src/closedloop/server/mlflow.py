@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
-from closedloop.errors import InvalidInputError, ModelLoadError
-from closedloop.server import payloads
+from closedloop.errors import InvalidInputError
+from closedloop.server import errors, payloads
 from closedloop.server.openapi import INVOCATIONS_REQUEST
 from closedloop.server.payloads import OrjsonResponse
 
@@ -33,7 +33,7 @@ def choose_model(request: Request, served: list[str]) -> str:
     if len(served) == 1:
         return served[0]
     if not served:
-        raise ModelLoadError("no model is being served yet", hint="Retry once /ping returns 200.")
+        raise errors.not_ready(served)
     raise InvalidInputError(
         f"{len(served)} models are served ({', '.join(sorted(served))}); choose one with the "
         f"{MODEL_HEADER} header, ?model=NAME or POST /models/NAME/invocations",
@@ -45,19 +45,16 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
     """The MLflow scoring routes bound to a server context."""
     api = APIRouter(tags=["mlflow-scoring"])
 
-    def health() -> Response:
-        is_ready = ctx.host.ready()
-        return OrjsonResponse(
-            {"status": "ok" if is_ready else "not ready"}, status_code=200 if is_ready else 503
-        )
+    def health(request: Request) -> Response:
+        return errors.not_ready_response(request, ctx.host) or OrjsonResponse({"status": "ok"})
 
     @api.get("/ping")
-    async def ping() -> Response:
-        return health()
+    async def ping(request: Request) -> Response:
+        return health(request)
 
     @api.get("/health")
-    async def health_route() -> Response:
-        return health()
+    async def health_route(request: Request) -> Response:
+        return health(request)
 
     @api.get("/version")
     async def version() -> Response:
