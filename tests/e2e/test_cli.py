@@ -592,6 +592,13 @@ def test_every_command_has_help_and_data_commands_take_json(tmp_path: Path) -> N
 # --------------------------------------------------------------------------------------------
 
 
+def test_serve_help_shows_the_feedback_body_with_an_example(tmp_path: Path) -> None:
+    text = ok(tmp_path, "serve", "--help").stdout
+    assert "/models/MODEL/feedback" in text
+    assert '[{"request_id": "REQUEST-ID", "row": 0, "label": 1}]' in text
+    assert '{"labels": [...]}' in text
+
+
 def test_serve_on_a_port_in_use_says_so_in_one_line_and_serves_nothing(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -222,3 +222,22 @@ def test_a_server_with_nothing_to_serve_is_not_ready_until_a_production_version_
         stop_server(process)
         if ws is not None:
             ws.close()
+
+
+def test_labels_posted_as_an_array_reach_the_feedback_log_and_duplicates_are_refused(served):
+    rows = served.rows.head(3)
+    answer = httpx.post(
+        f"{served.url}/invocations", json=_records(rows), headers={"X-Request-ID": "req-7"}
+    )
+    assert answer.status_code == 200
+    labels = [{"request_id": "req-7", "row": i, "label": i % 2} for i in range(3)]
+    posted = httpx.post(f"{served.url}/models/loans/feedback", json=labels)
+    assert posted.status_code == 200, posted.text
+    assert posted.json() == {"accepted": 3}
+    every_row_zero = [{"request_id": "req-7", "row": 0, "label": i % 2} for i in range(3)]
+    refused = httpx.post(f"{served.url}/models/loans/feedback", json={"labels": every_row_zero})
+    assert refused.status_code == 400
+    assert "both name request 'req-7' row 0" in refused.json()["error"]["message"]
+    stored = served.ws.feedback_log().read("loans").sort_values("_row")
+    assert stored["_row"].tolist() == [0, 1, 2]
+    assert stored["_label"].tolist() == [0, 1, 0]

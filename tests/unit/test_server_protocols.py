@@ -709,3 +709,77 @@ def test_labels_posted_by_request_id_land_in_the_feedback_log(
     bad = post_json(client, "/models/churn/feedback", {"labels": [{"label": 1}]})
     assert bad.status_code == 400
     assert "request_id" in bad.text
+
+
+def test_feedback_takes_a_bare_array_of_labels(host: StaticModelHost, tmp_path: Any) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    log = FeedbackLog(str(tmp_path / "feedback"))
+    client = InProcessClient(create_app(host, feedback_log=log))
+    labels = [
+        {"request_id": "r1", "row": 0, "label": 1},
+        {"request_id": "r1", "row": 1, "label": 0},
+        {"request_id": "r2", "row": 0, "label": 1},
+    ]
+    answer = post_json(client, "/models/churn/feedback", labels)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 3}
+    stored = log.read("churn").sort_values(["_request_id", "_row"])
+    assert list(zip(stored["_request_id"], stored["_row"], stored["_label"], strict=True)) == [
+        ("r1", 0, 1),
+        ("r1", 1, 0),
+        ("r2", 0, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (
+            [{"request_id": "r1", "row": 0, "label": i % 2} for i in range(609)],
+            "labels 0 and 1 both name request 'r1' row 0",
+        ),
+        (
+            {"labels": [{"request_id": "a", "label": 1}, {"request_id": "a", "label": 0}]},
+            "labels 0 and 1 both name request 'a'",
+        ),
+        ([], "must be a non-empty array"),
+        ({"labels": {"request_id": "a"}}, "'labels' must be a non-empty array"),
+        ([{"request_id": 7, "label": 1}], "'request_id' must be a non-empty string"),
+        ([{"request_id": "a", "row": -1, "label": 1}], "'row' must be an integer >= 0"),
+        ("r1", "the feedback body must be"),
+    ],
+    ids=[
+        "609 labels on row 0",
+        "one request twice",
+        "empty",
+        "labels not an array",
+        "id",
+        "row",
+        "string",
+    ],
+)
+def test_feedback_refuses_a_batch_it_cannot_file_without_writing_it(
+    host: StaticModelHost, tmp_path: Any, body: object, needle: str
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    log = FeedbackLog(str(tmp_path / "feedback"))
+    client = InProcessClient(create_app(host, feedback_log=log))
+    answer = post_json(client, "/models/churn/feedback", body)
+    assert answer.status_code == 400, answer.text
+    assert needle in answer.json()["error"]["message"]
+    assert log.read("churn").empty
+
+
+def test_the_feedback_body_is_described_with_an_example(
+    host: StaticModelHost, tmp_path: Any
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    app = create_app(host, feedback_log=FeedbackLog(str(tmp_path / "feedback")))
+    operation = app.openapi()["paths"]["/models/{name}/feedback"]["post"]
+    assert "request_id" in operation["description"]
+    content = operation["requestBody"]["content"]["application/json"]
+    assert {"array", "object"} <= {s["type"] for s in content["schema"]["oneOf"]}
+    assert content["example"][0]["request_id"]

@@ -79,7 +79,21 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-@click.command("serve")
+EPILOG = """\b
+Examples (the server answers on http://127.0.0.1:8080 by default):
+  # is a model ready to answer? (503 with the reason until one is)
+  curl -s 127.0.0.1:8080/ping
+  # predict (the answer's X-Request-ID header names the request)
+  curl -s 127.0.0.1:8080/invocations -H 'Content-Type: application/json' \\
+    -d '{"dataframe_split": {"columns": ["income", "age"], "data": [[52000, 31]]}}'
+  # labels that arrive later: one object, an array, or {"labels": [...]};
+  # "row" is the row's position in its request (0, 1, ...), once per batch
+  curl -s 127.0.0.1:8080/models/MODEL/feedback -H 'Content-Type: application/json' \\
+    -d '[{"request_id": "REQUEST-ID", "row": 0, "label": 1}]'
+"""
+
+
+@click.command("serve", epilog=EPILOG)
 @click.option("--host", default=None, help="Address to bind (default: server.host, 127.0.0.1).")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Port (default: server.port, 8080)."
