@@ -241,3 +241,18 @@ def test_labels_posted_as_an_array_reach_the_feedback_log_and_duplicates_are_ref
     stored = served.ws.feedback_log().read("loans").sort_values("_row")
     assert stored["_row"].tolist() == [0, 1, 2]
     assert stored["_label"].tolist() == [0, 1, 0]
+
+
+def test_params_predict_proba_answers_class_probabilities(served):
+    rows = served.rows.head(4)
+    body = {**_records(rows), "params": {"predict_method": "predict_proba"}}
+    answer = httpx.post(f"{served.url}/invocations", json=body)
+    assert answer.status_code == 200, answer.text
+    probabilities = answer.json()["predictions"]
+    labels = httpx.post(f"{served.url}/invocations", json=_records(rows)).json()["predictions"]
+    assert [len(p) for p in probabilities] == [2, 2, 2, 2]
+    assert all(abs(sum(p) - 1) < 1e-9 for p in probabilities)
+    assert [int(p[1] > p[0]) for p in probabilities] == labels
+    refused = httpx.post(f"{served.url}/invocations", json={**body, "params": {"top_k": 1}})
+    assert refused.status_code == 400
+    assert "predict_method" in refused.json()["message"]

@@ -783,3 +783,47 @@ def test_the_feedback_body_is_described_with_an_example(
     content = operation["requestBody"]["content"]["application/json"]
     assert {"array", "object"} <= {s["type"] for s in content["schema"]["oneOf"]}
     assert content["example"][0]["request_id"]
+
+
+def test_params_predict_proba_answers_every_class_probability(
+    client: InProcessClient, host: StaticModelHost, models: Models, sink: RecordingSink
+) -> None:
+    body = {
+        "dataframe_split": {"columns": COLUMNS, "data": rows()},
+        "params": {"predict_method": "predict_proba"},
+    }
+    answer = post_json(client, "/invocations", body)
+    assert answer.status_code == 200, answer.text
+    want = models.churn.estimator.predict_proba(REQUEST[COLUMNS])
+    assert np.asarray(answer.json()["predictions"]) == pytest.approx(want)
+    assert list(sink.calls[-1]["labels"]) == expected(models)  # the log still holds labels
+    plain = {**body, "params": {"predict_method": "predict"}}
+    assert post_json(client, "/invocations", plain).json()["predictions"] == expected(models)
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"predict_method": "predict_log_proba"}, "one of ['predict', 'predict_proba']"),
+        ({"temperature": 0.5}, "unknown param(s) ['temperature']"),
+    ],
+)
+def test_params_the_server_does_not_know_are_refused(
+    client: InProcessClient, sink: RecordingSink, params: dict[str, Any], needle: str
+) -> None:
+    answer = post_json(client, "/invocations", {"inputs": columnar(), "params": params})
+    assert answer.status_code == 400
+    assert needle in answer.json()["message"]
+    assert "predict_method" in answer.json()["message"]
+    assert sink.calls == []
+
+
+def test_predict_proba_of_a_model_without_it_is_refused(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    host.set("price", models.price)
+    body = {"inputs": columnar(), "params": {"predict_method": "predict_proba"}}
+    answer = post_json(client, "/models/price/invocations", body)
+    assert answer.status_code == 400
+    assert "has no predict_proba" in answer.json()["message"]
+    assert "'price' version 1" in answer.json()["message"]

@@ -86,6 +86,9 @@ Examples (the server answers on http://127.0.0.1:8080 by default):
   # predict (the answer's X-Request-ID header names the request)
   curl -s 127.0.0.1:8080/invocations -H 'Content-Type: application/json' \\
     -d '{"dataframe_split": {"columns": ["income", "age"], "data": [[52000, 31]]}}'
+  # every class's probability per row, in the order of the model's classes
+  curl -s 127.0.0.1:8080/invocations -H 'Content-Type: application/json' \\
+    -d '{"dataframe_split": {...}, "params": {"predict_method": "predict_proba"}}'
   # labels that arrive later: one object, an array, or {"labels": [...]};
   # "row" is the row's position in its request (0, 1, ...), once per batch
   curl -s 127.0.0.1:8080/models/MODEL/feedback -H 'Content-Type: application/json' \\
