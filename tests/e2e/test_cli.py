@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -589,6 +590,37 @@ def test_every_command_has_help_and_data_commands_take_json(tmp_path: Path) -> N
 # --------------------------------------------------------------------------------------------
 # 7. serve refuses a public address
 # --------------------------------------------------------------------------------------------
+
+
+def test_serve_help_shows_the_feedback_body_with_an_example(tmp_path: Path) -> None:
+    text = ok(tmp_path, "serve", "--help").stdout
+    assert "/models/MODEL/feedback" in text
+    assert '[{"request_id": "REQUEST-ID", "row": 0, "label": 1}]' in text
+    assert '{"labels": [...]}' in text
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_serves_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(tmp_path, "serve", "--port", str(port), timeout=60)
+    assert_clean_error(result, f"port {port} on 127.0.0.1 is already in use")
+    assert "--port" in result.stderr
+    assert "serving" not in result.stdout + result.stderr
+    assert "address already in use" not in result.stderr  # not uvicorn's own message
+
+
+@pytest.mark.parametrize(
+    ("host", "needle"),
+    [("192.0.2.1", "not an address of this machine"), ("no-such-host.invalid", "does not resolve")],
+)
+def test_serve_on_an_address_it_cannot_listen_on_says_so(
+    tmp_path: Path, host: str, needle: str
+) -> None:
+    result = cli(tmp_path, "serve", "--host", host, "--insecure-remote", "--port", "0", timeout=60)
+    assert_clean_error(result, host, needle)
+    assert "serving" not in result.stdout
 
 
 def test_serve_refuses_a_non_loopback_host_without_insecure_remote(project: Path) -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-from tests.support import fit_model, loans
+from tests.conftest import make_workspace
+from tests.e2e.conftest import start_server, stop_server, wait_ready
+from tests.support import features, fit_model, loans
 
 from closedloop.services import registry
 
@@ -177,3 +179,80 @@ def test_on_sigkill_only_the_last_flush_interval_of_predictions_can_be_lost(serv
         log.close()
     assert set(early) <= logged  # everything older than the flush interval survived
     assert logged <= set(early) | set(late)
+
+
+def _wait_live(url: str, process) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the server exited"
+        try:
+            if httpx.get(f"{url}/v2/health/live", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("server not live")
+
+
+def test_a_server_with_nothing_to_serve_is_not_ready_until_a_production_version_loads(tmp_path):
+    url_db = f"sqlite:///{tmp_path / '.closedloop' / 'metadata.db'}"
+    artifacts = str(tmp_path / ".closedloop" / "artifacts")
+    process, url = start_server(tmp_path, url_db, artifacts)
+    ws = None
+    try:
+        _wait_live(url, process)
+        for path in ("/ping", "/health", "/v2/health/ready"):
+            answer = httpx.get(f"{url}{path}")
+            assert answer.status_code == 503, path
+            assert "no model has a production version yet" in answer.text, path
+            assert "closedloop train" in answer.text, path
+        ws = make_workspace(tmp_path, url_db, artifacts)
+        frame = loans(300)
+        registry.register_version(ws, "loans", fit_model(frame), features(frame))
+        time.sleep(0.5)  # five poll intervals: a version without the production alias
+        assert httpx.get(f"{url}/ping").status_code == 503
+        registry.set_alias(ws, "loans", "production", 1)
+        wait_ready(url, process)
+        assert httpx.get(f"{url}/ping").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/health").status_code == 200
+        answer = httpx.post(f"{url}/invocations", json=_records(features(frame).head(2)))
+        assert answer.status_code == 200
+        assert answer.headers["x-model-version"] == "1"
+    finally:
+        stop_server(process)
+        if ws is not None:
+            ws.close()
+
+
+def test_labels_posted_as_an_array_reach_the_feedback_log_and_duplicates_are_refused(served):
+    rows = served.rows.head(3)
+    answer = httpx.post(
+        f"{served.url}/invocations", json=_records(rows), headers={"X-Request-ID": "req-7"}
+    )
+    assert answer.status_code == 200
+    labels = [{"request_id": "req-7", "row": i, "label": i % 2} for i in range(3)]
+    posted = httpx.post(f"{served.url}/models/loans/feedback", json=labels)
+    assert posted.status_code == 200, posted.text
+    assert posted.json() == {"accepted": 3}
+    every_row_zero = [{"request_id": "req-7", "row": 0, "label": i % 2} for i in range(3)]
+    refused = httpx.post(f"{served.url}/models/loans/feedback", json={"labels": every_row_zero})
+    assert refused.status_code == 400
+    assert "both name request 'req-7' row 0" in refused.json()["error"]["message"]
+    stored = served.ws.feedback_log().read("loans").sort_values("_row")
+    assert stored["_row"].tolist() == [0, 1, 2]
+    assert stored["_label"].tolist() == [0, 1, 0]
+
+
+def test_params_predict_proba_answers_class_probabilities(served):
+    rows = served.rows.head(4)
+    body = {**_records(rows), "params": {"predict_method": "predict_proba"}}
+    answer = httpx.post(f"{served.url}/invocations", json=body)
+    assert answer.status_code == 200, answer.text
+    probabilities = answer.json()["predictions"]
+    labels = httpx.post(f"{served.url}/invocations", json=_records(rows)).json()["predictions"]
+    assert [len(p) for p in probabilities] == [2, 2, 2, 2]
+    assert all(abs(sum(p) - 1) < 1e-9 for p in probabilities)
+    assert [int(p[1] > p[0]) for p in probabilities] == labels
+    refused = httpx.post(f"{served.url}/invocations", json={**body, "params": {"top_k": 1}})
+    assert refused.status_code == 400
+    assert "predict_method" in refused.json()["message"]

@@ -379,6 +379,21 @@ def test_health_and_version(client: InProcessClient, host: StaticModelHost) -> N
     assert client.get("/v2/health/live").status_code == 200
 
 
+def test_a_server_with_nothing_to_serve_is_live_but_not_ready() -> None:
+    client = InProcessClient(create_app(StaticModelHost({})))
+    for path in ("/ping", "/health", "/v2/health/ready"):
+        answer = client.get(path)
+        assert answer.status_code == 503, path
+        assert "no model has a production version yet" in answer.text, path
+        assert "closedloop train" in answer.text, path
+    assert client.get("/ping").json()["error"]["code"] == "model_load_error"
+    assert client.get("/v2/health/ready").json()["closedloop_error"]["hint"]
+    assert client.get("/v2/health/live").status_code == 200
+    invocations = post_json(client, "/invocations", {"inputs": columnar()})
+    assert invocations.status_code == 503
+    assert "no model has a production version yet" in invocations.json()["message"]
+
+
 def test_an_estimator_failure_is_a_json_500(
     client: InProcessClient, host: StaticModelHost, models: Models
 ) -> None:
@@ -694,3 +709,121 @@ def test_labels_posted_by_request_id_land_in_the_feedback_log(
     bad = post_json(client, "/models/churn/feedback", {"labels": [{"label": 1}]})
     assert bad.status_code == 400
     assert "request_id" in bad.text
+
+
+def test_feedback_takes_a_bare_array_of_labels(host: StaticModelHost, tmp_path: Any) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    log = FeedbackLog(str(tmp_path / "feedback"))
+    client = InProcessClient(create_app(host, feedback_log=log))
+    labels = [
+        {"request_id": "r1", "row": 0, "label": 1},
+        {"request_id": "r1", "row": 1, "label": 0},
+        {"request_id": "r2", "row": 0, "label": 1},
+    ]
+    answer = post_json(client, "/models/churn/feedback", labels)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"accepted": 3}
+    stored = log.read("churn").sort_values(["_request_id", "_row"])
+    assert list(zip(stored["_request_id"], stored["_row"], stored["_label"], strict=True)) == [
+        ("r1", 0, 1),
+        ("r1", 1, 0),
+        ("r2", 0, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (
+            [{"request_id": "r1", "row": 0, "label": i % 2} for i in range(609)],
+            "labels 0 and 1 both name request 'r1' row 0",
+        ),
+        (
+            {"labels": [{"request_id": "a", "label": 1}, {"request_id": "a", "label": 0}]},
+            "labels 0 and 1 both name request 'a'",
+        ),
+        ([], "must be a non-empty array"),
+        ({"labels": {"request_id": "a"}}, "'labels' must be a non-empty array"),
+        ([{"request_id": 7, "label": 1}], "'request_id' must be a non-empty string"),
+        ([{"request_id": "a", "row": -1, "label": 1}], "'row' must be an integer >= 0"),
+        ("r1", "the feedback body must be"),
+    ],
+    ids=[
+        "609 labels on row 0",
+        "one request twice",
+        "empty",
+        "labels not an array",
+        "id",
+        "row",
+        "string",
+    ],
+)
+def test_feedback_refuses_a_batch_it_cannot_file_without_writing_it(
+    host: StaticModelHost, tmp_path: Any, body: object, needle: str
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    log = FeedbackLog(str(tmp_path / "feedback"))
+    client = InProcessClient(create_app(host, feedback_log=log))
+    answer = post_json(client, "/models/churn/feedback", body)
+    assert answer.status_code == 400, answer.text
+    assert needle in answer.json()["error"]["message"]
+    assert log.read("churn").empty
+
+
+def test_the_feedback_body_is_described_with_an_example(
+    host: StaticModelHost, tmp_path: Any
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    app = create_app(host, feedback_log=FeedbackLog(str(tmp_path / "feedback")))
+    operation = app.openapi()["paths"]["/models/{name}/feedback"]["post"]
+    assert "request_id" in operation["description"]
+    content = operation["requestBody"]["content"]["application/json"]
+    assert {"array", "object"} <= {s["type"] for s in content["schema"]["oneOf"]}
+    assert content["example"][0]["request_id"]
+
+
+def test_params_predict_proba_answers_every_class_probability(
+    client: InProcessClient, host: StaticModelHost, models: Models, sink: RecordingSink
+) -> None:
+    body = {
+        "dataframe_split": {"columns": COLUMNS, "data": rows()},
+        "params": {"predict_method": "predict_proba"},
+    }
+    answer = post_json(client, "/invocations", body)
+    assert answer.status_code == 200, answer.text
+    want = models.churn.estimator.predict_proba(REQUEST[COLUMNS])
+    assert np.asarray(answer.json()["predictions"]) == pytest.approx(want)
+    assert list(sink.calls[-1]["labels"]) == expected(models)  # the log still holds labels
+    plain = {**body, "params": {"predict_method": "predict"}}
+    assert post_json(client, "/invocations", plain).json()["predictions"] == expected(models)
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"predict_method": "predict_log_proba"}, "one of ['predict', 'predict_proba']"),
+        ({"temperature": 0.5}, "unknown param(s) ['temperature']"),
+    ],
+)
+def test_params_the_server_does_not_know_are_refused(
+    client: InProcessClient, sink: RecordingSink, params: dict[str, Any], needle: str
+) -> None:
+    answer = post_json(client, "/invocations", {"inputs": columnar(), "params": params})
+    assert answer.status_code == 400
+    assert needle in answer.json()["message"]
+    assert "predict_method" in answer.json()["message"]
+    assert sink.calls == []
+
+
+def test_predict_proba_of_a_model_without_it_is_refused(
+    client: InProcessClient, host: StaticModelHost, models: Models
+) -> None:
+    host.set("price", models.price)
+    body = {"inputs": columnar(), "params": {"predict_method": "predict_proba"}}
+    answer = post_json(client, "/models/price/invocations", body)
+    assert answer.status_code == 400
+    assert "has no predict_proba" in answer.json()["message"]
+    assert "'price' version 1" in answer.json()["message"]

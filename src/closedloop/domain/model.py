@@ -51,15 +51,18 @@ def ensure_model(model: object) -> None:
 class Prediction:
     """What one predict call returns: the model's ``predict`` output and, for classifiers with
     ``predict_proba``, the probability of the positive class as ``scores`` (binary classifiers
-    only; a multiclass model's scores are None)."""
+    only; a multiclass model's scores are None) and every class's probability as
+    ``probabilities`` (``predict_proba``'s rows, columns in ``classes_`` order)."""
 
     labels: np.ndarray
     scores: np.ndarray | None
+    probabilities: np.ndarray | None = None
 
     def slice(self, start: int, stop: int) -> Prediction:
         """The answers of rows ``start:stop``."""
         scores = None if self.scores is None else self.scores[start:stop]
-        return Prediction(labels=self.labels[start:stop], scores=scores)
+        matrix = None if self.probabilities is None else self.probabilities[start:stop]
+        return Prediction(labels=self.labels[start:stop], scores=scores, probabilities=matrix)
 
 
 @dataclass(frozen=True)
@@ -161,11 +164,13 @@ class LoadedVersion:
         if one_call:
             matrix = self.estimator.predict_proba(X)
             labels = self.estimator.classes_.take(np.argmax(matrix, axis=1))
-            return Prediction(labels=labels, scores=_positive_scores(matrix))
+            return Prediction(labels, _positive_scores(matrix), matrix)
         labels = self.estimator.predict(X)
         proba = getattr(self.estimator, "predict_proba", None)
-        scores = _positive_scores(proba(X)) if callable(proba) else None
-        return Prediction(labels=labels, scores=scores)
+        if not callable(proba):
+            return Prediction(labels=labels, scores=None)
+        matrix = proba(X)
+        return Prediction(labels, _positive_scores(matrix), matrix)
 
     def calibrate(self, sample: pd.DataFrame) -> CallPlan:
         """Choose (and keep) the call plan that answers ``sample`` exactly like the plain calls.

@@ -282,6 +282,8 @@ def _require_length(prediction: Prediction, count: int) -> None:
     lengths = {len(prediction.labels)}
     if prediction.scores is not None:
         lengths.add(len(prediction.scores))
+    if prediction.probabilities is not None:
+        lengths.add(len(prediction.probabilities))
     if lengths != {count}:
         raise ValueError(f"the model returned {sorted(lengths)} answers for {count} rows")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,8 +20,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from closedloop.errors import ClosedloopError, InvalidInputError, NotFoundError
+from closedloop.errors import ClosedloopError, InvalidInputError, ModelLoadError, NotFoundError
 from closedloop.server.payloads import OrjsonResponse
+
+if TYPE_CHECKING:
+    from closedloop.services.serving import ModelHost
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,23 @@ _MLFLOW_CODES = {
     500: "INTERNAL_ERROR",
     503: "TEMPORARILY_UNAVAILABLE",
 }
+
+
+def not_ready(served: list[str]) -> ModelLoadError:
+    """Why a server cannot answer yet: it has nothing to serve, or a model's production version
+    is still loading (``served``: the models that can answer already)."""
+    if not served:
+        return ModelLoadError(
+            "no model has a production version yet, so there is nothing to serve",
+            hint="Train one (`closedloop train`) or point an alias at a registered version "
+            "(`closedloop alias set MODEL production VERSION`); the server picks it up "
+            "without a restart.",
+        )
+    return ModelLoadError(
+        "a model's production version is still loading or failed to load",
+        hint="Retry shortly; a version that failed to load is named in the server log.",
+        details={"served": served},
+    )
 
 
 def tag_headers(headers: MutableHeaders, state: MutableMapping[str, Any]) -> None:
@@ -59,6 +79,14 @@ def error_response(request: Request, error: ClosedloopError) -> Response:
     response = OrjsonResponse(body, status_code=error.http_status)
     tag_headers(response.headers, request.scope.get("state", {}))
     return response
+
+
+def not_ready_response(request: Request, host: ModelHost) -> Response | None:
+    """The 503 a readiness probe gets while ``host`` cannot answer (None once it can); not
+    logged, since probes ask often."""
+    if host.ready():
+        return None
+    return error_response(request, not_ready(host.names()))
 
 
 async def _closedloop_error(request: Request, exc: Exception) -> Response:
@@ -116,4 +144,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = ["error_response", "install", "tag_headers"]
+__all__ = ["error_response", "install", "not_ready", "not_ready_response", "tag_headers"]

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from closedloop.errors import InvalidInputError
-from closedloop.server import payloads
+from closedloop.server import errors, payloads
 from closedloop.server.openapi import INFER_REQUEST
 from closedloop.server.payloads import OrjsonResponse
 
@@ -127,9 +127,8 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
         return OrjsonResponse({"live": True})
 
     @api.get("/health/ready")
-    async def ready() -> Response:
-        is_ready = ctx.host.ready()
-        return OrjsonResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+    async def ready(request: Request) -> Response:
+        return errors.not_ready_response(request, ctx.host) or OrjsonResponse({"ready": True})
 
     @api.get("/models/{name}")
     async def metadata(name: str, request: Request) -> Response:

@@ -87,7 +87,18 @@ INVOCATIONS_REQUEST: dict[str, Any] = {
                         "dataframe_records": _RECORDS,
                         "instances": {"oneOf": [_RECORDS, _ROWS]},
                         "inputs": {"oneOf": [_COLUMNS, _RECORDS, _ROWS]},
-                        "params": {"type": "object"},
+                        "params": {
+                            "type": "object",
+                            "properties": {
+                                "predict_method": {
+                                    "type": "string",
+                                    "enum": ["predict", "predict_proba"],
+                                    "description": "predict_proba: every class's probability "
+                                    "per row, in the order of the model's classes",
+                                }
+                            },
+                            "additionalProperties": False,
+                        },
                     },
                 }
             },

@@ -199,25 +199,33 @@ def _has_booleans(body: bytes) -> bool:
 
 def mlflow_rows(body: bytes, content_type: str | None, signature: Signature) -> Rows:
     """Validated rows from an ``/invocations`` body (JSON in any MLflow format, or CSV)."""
-    parsed = _mlflow_parse(body, content_type, signature)
+    return mlflow_request(body, content_type, signature)[0]
+
+
+def mlflow_request(
+    body: bytes, content_type: str | None, signature: Signature
+) -> tuple[Rows, dict[str, Any]]:
+    """Validated rows and the ``params`` object (empty when absent) of an ``/invocations``
+    body."""
+    parsed, params = _mlflow_parse(body, content_type, signature)
     if isinstance(parsed, Rows):
-        return parsed
-    return validated_rows(parsed, signature)
+        return parsed, params
+    return validated_rows(parsed, signature), params
 
 
 def mlflow_columns(body: bytes, content_type: str | None, signature: Signature) -> Columns:
     """Columns from an ``/invocations`` body (JSON in any MLflow format, or CSV)."""
-    parsed = _mlflow_parse(body, content_type, signature, fast=False)
+    parsed, _ = _mlflow_parse(body, content_type, signature, fast=False)
     assert not isinstance(parsed, Rows)
     return parsed
 
 
 def _mlflow_parse(
     body: bytes, content_type: str | None, signature: Signature, *, fast: bool = True
-) -> Columns | Rows:
+) -> tuple[Columns | Rows, dict[str, Any]]:
     media = (content_type or "application/json").split(";")[0].strip().lower()
     if media == "text/csv":
-        return csv_columns(body, signature)
+        return csv_columns(body, signature), {}
     if media != "application/json":
         raise InvalidInputError(
             f"unsupported Content-Type {media!r}; use application/json or text/csv"
@@ -232,9 +240,15 @@ def _mlflow_parse(
             f"(plus optional 'params'); found {found or 'none'}",
             details={"accepted": list(MLFLOW_KEYS), "found": found},
         )
-    if not isinstance(doc.get("params", {}), dict):
+    params = doc.get("params", {})
+    if not isinstance(params, dict):
         raise InvalidInputError("'params' must be a JSON object")
-    key = present[0]
+    return _mlflow_data(body, doc, present[0], signature, fast=fast), params
+
+
+def _mlflow_data(
+    body: bytes, doc: dict[str, Any], key: str, signature: Signature, *, fast: bool
+) -> Columns | Rows:
     value = doc[key]
     if key == "dataframe_split":
         split = require_object(value, "under 'dataframe_split' with 'columns' and 'data'")

@@ -43,7 +43,8 @@ class ModelHost(Protocol):
         ...
 
     def ready(self) -> bool:
-        """True when every model that should be served has a loaded version."""
+        """True when at least one model is served and every model that should be served has a
+        loaded version (a server with nothing to serve is not ready)."""
         ...
 
     def route(self, name: str, key: str) -> LoadedVersion:
@@ -303,7 +304,11 @@ class RegistryModelHost:
         return sorted(self._served)
 
     def ready(self) -> bool:
-        return self.synced and all(name in self._served for name in self._wanted)
+        return (
+            self.synced
+            and bool(self._served)
+            and all(name in self._served for name in self._wanted)
+        )
 
 
 class RolloutListener(threading.Thread):
