@@ -2,8 +2,11 @@
 
 Body: one label ``{"request_id": "r1", "label": 1}`` (optionally ``"row"`` for a request that
 predicted several rows), or a batch ``{"labels": [{"request_id": ..., "label": ..., "row": ...},
-...]}``. Labels are appended to the feedback log and joined to the prediction log by request id
-for realised metrics. The answer is ``{"accepted": n}``.
+...]}``. Each label is coerced to the served version's target type (a number for a regression,
+one of the classes' type for a classifier: ``"2"`` becomes ``2`` for integer classes); a label that
+cannot be is refused with 422 naming the expected type. Labels are appended to the feedback log and
+joined to the prediction log by request id for realised metrics. The answer is
+``{"accepted": n}``.
 """
 
 from __future__ import annotations
@@ -69,13 +72,17 @@ def router(ctx: ServerContext) -> APIRouter:
             payloads.parse_json(await request.body()), "with 'request_id' and 'label', or 'labels'"
         )
         items = _items(doc)
-        ctx.host.get(name)  # 404 for a model this server does not serve
+        loaded = ctx.host.get(name)  # 404 for a model this server does not serve
+        labels: list[Any] = [item["label"] for item in items]
+        target = loaded.target()
+        if target is not None:  # 422 naming the expected type for a label that is not one
+            labels = target.coerce(labels).tolist()
         rows = [item.get("row") for item in items]
         accepted = await run_in_threadpool(
             ctx.feedback.append,
             name,
             [item["request_id"] for item in items],
-            [item["label"] for item in items],
+            labels,
             rows=None if all(r is None for r in rows) else rows,
         )
         return OrjsonResponse({"accepted": accepted})

@@ -607,12 +607,13 @@ class Agent:
             if not check.dropped:
                 continue
             kind_text = "realised" if trigger == "performance" else "estimated (label-free)"
+            moved = "dropped" if check.higher_is_better else "rose"  # rmse, mae, log_loss
             self._alert(
                 "performance_drop",
                 "warning",
-                f"{self.policy.model}: {kind_text} {metric} dropped on v{production}",
+                f"{self.policy.model}: {kind_text} {metric} {moved} on v{production}",
                 f"{kind_text} {metric} {check.current:.3f} vs {check.baseline:.3f} held out "
-                f"(drop {check.drop:.3f} > {threshold}).",
+                f"(worse by {check.drop:.3f} > {threshold}).",
                 version=production,
                 details={"source_event": None, "check_id": check_id, **check.to_dict()},
             )
@@ -621,7 +622,7 @@ class Agent:
                 trigger,
                 f"{trigger}:{check_id}",
                 {"check_id": check_id, **check.to_dict()},
-                f"{kind_text} {metric} dropped by {check.drop:.3f}",
+                f"{kind_text} {metric} {moved} by {check.drop:.3f}",
             )
 
     def _schedule(self, report: PassReport) -> None:
