@@ -780,6 +780,11 @@ class Agent:
         if len(rows) and "_prediction" in rows:
             rows = rows[rows["_prediction"].notna().to_numpy()]
         labelled = join_feedback(rows, feedback) if len(rows) and len(feedback) else rows[:0]
+        production = registry.resolve_alias(self.ws, model)
+        if len(labelled) and production is not None:  # labels of the target's type ("2" is 2)
+            from closedloop.services.outputs import typed_labels, version_target
+
+            labelled = typed_labels(labelled, version_target(self.ws, model, production))
         if len(labelled) < self.policy.min_labelled_rows:
             raise InvalidInputError(
                 f"Only {len(labelled)} logged rows of {model!r} have labels; a traffic retrain "

@@ -66,7 +66,24 @@ def check_outputs(ws: Workspace, model: str, version: int, window: pd.DataFrame)
     return result
 
 
-def _target(signature: dict[str, Any], evaluation: pd.DataFrame) -> TargetSpec | None:
+def version_target(ws: Workspace, model: str, version: int) -> TargetSpec | None:
+    """What ``version`` predicts (its recorded target, else read from its held-out rows)."""
+    info = registry.get_version(ws, model, version)
+    if info.signature.get("target") is None:
+        evaluation = registry.load_evaluation(ws, model, version)
+        if evaluation is None:
+            return None
+        return _target(info.signature, evaluation)
+    return _target(info.signature, None)
+
+
+def typed_labels(frame: pd.DataFrame, target: TargetSpec | None) -> pd.DataFrame:
+    """Labelled rows (``_label``) with their labels of ``target``'s type; rows whose label
+    cannot be read as it are left out."""
+    return _typed(frame, target, "_label")
+
+
+def _target(signature: dict[str, Any], evaluation: pd.DataFrame | None) -> TargetSpec | None:
     """The version's recorded target; for versions registered before targets were recorded,
     read from the held-out labels and predictions."""
     from closedloop.domain.signature import TargetSpec, infer_target
@@ -74,6 +91,8 @@ def _target(signature: dict[str, Any], evaluation: pd.DataFrame) -> TargetSpec |
     stored = signature.get("target")
     if stored is not None:
         return TargetSpec.from_dict(stored)
+    if evaluation is None:
+        return None
     return infer_target(None, evaluation["_label"], evaluation["_prediction"])
 
 
