@@ -19,7 +19,7 @@ from closedloop.services import registry
 
 ROWS = 300
 
-PIPELINE = '''
+PIPELINE = """
 import pandas as pd
 from sklearn.linear_model import Ridge
 
@@ -30,7 +30,7 @@ def load_data():
 
 def train(X, y):
     return Ridge(alpha=0.1).fit(X, y)
-'''
+"""
 
 PROJECT = """
 [pipeline]
@@ -146,6 +146,4 @@ def test_labels_posted_to_a_served_regression_give_realised_mae_rmse_r2_in_monit
     assert realised["mae"] == pytest.approx(mean_absolute_error(truth, predicted))
     assert realised["rmse"] == pytest.approx(float(np.sqrt(np.mean((truth - predicted) ** 2))))
     assert realised["r2"] == pytest.approx(r2_score(truth, predicted))
-    assert "no label-free estimate for regression" in (
-        outputs["performance"]["estimated"]["note"]
-    )
+    assert "no label-free estimate for regression" in (outputs["performance"]["estimated"]["note"])

@@ -151,8 +151,9 @@ def test_a_multiclass_model_gets_chi_square_tests_and_realised_accuracy_macro_f1
     assert realised["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
     assert realised["accuracy"] > 0.9  # the string labels matched the int predictions
     assert realised["macro_f1"] == pytest.approx(f1_score(truth, predicted, average="macro"))
-    assert "no label-free estimate for a multiclass model" in (
-        outputs["performance"]["estimated"]["note"]
+    assert (
+        "no label-free estimate for a multiclass model"
+        in (outputs["performance"]["estimated"]["note"])
     )
 
 

@@ -558,7 +558,8 @@ def realised_multiclass(
     """Accuracy and macro-averaged F1 of a classifier's predicted ``predictions`` against the
     true ``labels`` (both of the classes' type), plus each label metric named in ``metrics``
     (``f1``, ``precision``, ``recall``: macro-averaged, as the gate scores them with more than
-    two classes, even when the window holds fewer). Ranking metrics need class probabilities, which are not logged: skipped."""
+    two classes, even when the window holds fewer). Ranking metrics need class probabilities,
+    which are not logged: skipped."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     truth = _one_dimensional(labels, "labels")

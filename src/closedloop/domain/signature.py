@@ -135,8 +135,7 @@ class TargetSpec:
             got = _plain(list(values)[row])
             example = (self.classes or ("",))[0]
             raise SchemaError(
-                f"label {row} ({got!r}, {type(got).__name__}) cannot be read as "
-                f"{self.describe()}",
+                f"label {row} ({got!r}, {type(got).__name__}) cannot be read as {self.describe()}",
                 hint="Post each label as a number (a JSON number or a numeric string)."
                 if self.continuous
                 else f"Post each label as one of the model's classes, e.g. {example!r}.",

@@ -170,9 +170,10 @@ def register_version(
 
     ``features`` is the training frame without the target: the signature and the drift reference
     are computed from it once, here. The signature also records the target (regression, or the
-    classifier's classes), which labels posted later are coerced to. ``evaluation`` is the held-out ``(X, y)`` the version was
-    scored on: it is stored with the version's predictions on it, as the reference for prediction
-    drift, label drift and label-free performance estimation.
+    classifier's classes), which labels posted later are coerced to. ``evaluation`` is the
+    held-out ``(X, y)`` the version was scored on: it is stored with the version's predictions
+    on it, as the reference for prediction drift, label drift and label-free performance
+    estimation.
     """
     import json
 
