@@ -42,3 +42,41 @@ def fit_model(frame: pd.DataFrame, *, invert: bool = False) -> Any:
 
 def features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[LABEL])
+
+
+# -- a regression and a multiclass problem (scikit-learn's bundled data) ----------------------
+
+PROGRESSION = "progression"
+SPECIES = "species"
+
+
+def diabetes() -> pd.DataFrame:
+    """442 patients: ten numeric features and the disease progression (a float target)."""
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(as_frame=True).frame.rename(columns={"target": PROGRESSION})
+
+
+def iris() -> pd.DataFrame:
+    """150 flowers: four measurements and the species (int classes 0, 1, 2)."""
+    from sklearn.datasets import load_iris
+
+    frame = load_iris(as_frame=True).frame.rename(columns={"target": SPECIES})
+    frame.columns = [str(c).replace(" (cm)", "").replace(" ", "_") for c in frame.columns]
+    return frame
+
+
+def fit_ridge(X: pd.DataFrame, y: pd.Series) -> Any:
+    """A regression trainer (``module:function`` for the pipeline)."""
+    from sklearn.linear_model import Ridge
+
+    return Ridge(alpha=0.1).fit(X, y)
+
+
+def fit_multiclass(X: pd.DataFrame, y: pd.Series) -> Any:
+    """A three-class trainer (``module:function`` for the pipeline)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)

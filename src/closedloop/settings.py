@@ -98,8 +98,9 @@ class AgentSettings:
     on_drift: bool = True
     """Retrain when the drift monitor alerts (after its persistence and cooldown)."""
     performance_drop: float = 0.0
-    """Retrain when the realised metric on labelled traffic falls this far below the production
-    version's held-out score; 0 turns the trigger off."""
+    """Retrain when the realised metric on labelled traffic is this much worse than the production
+    version's held-out score (lower for accuracy/AUC/R², higher for rmse/mae/log_loss; in the
+    metric's units); 0 turns the trigger off."""
     estimated_drop: float = 0.0
     """The same for the label-free estimate (binary classifiers); 0 turns it off."""
     retrain_data: str = "loader"

@@ -398,3 +398,28 @@ def test_invalid_join_inputs() -> None:
         )
     with pytest.raises(InvalidInputError, match="DataFrame"):
         join_feedback(_predictions(), {"_request_id": ["a"]})  # type: ignore[arg-type]
+
+
+def test_realised_regression_and_multiclass_metrics_match_scikit_learn() -> None:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    from closedloop.domain.performance import realised_multiclass, realised_regression
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(100, 20, 500)
+    predicted = truth + rng.normal(0, 10, 500)
+    regression = realised_regression(truth, predicted)
+    assert regression["mae"] == pytest.approx(mean_absolute_error(truth, predicted))
+    assert regression["rmse"] == pytest.approx(math.sqrt(mean_squared_error(truth, predicted)))
+    assert regression["r2"] == pytest.approx(r2_score(truth, predicted))
+    assert realised_regression([5.0, 5.0], [4.0, 6.0])["r2"] is None  # constant labels
+
+    classes = rng.integers(0, 3, 500)
+    guesses = np.where(rng.random(500) < 0.7, classes, rng.integers(0, 3, 500))
+    multiclass = realised_multiclass(classes, guesses, metrics=("accuracy", "recall"))
+    assert multiclass["accuracy"] == pytest.approx(accuracy_score(classes, guesses))
+    assert multiclass["macro_f1"] == pytest.approx(f1_score(classes, guesses, average="macro"))
+    assert set(multiclass) == {"accuracy", "macro_f1", "recall"}
+    # a window holding two of the classes is still macro-averaged, as the gate scores it
+    two = realised_multiclass([0, 1, 1, 0], [0, 1, 0, 0], metrics=("f1",))
+    assert two["f1"] == pytest.approx(f1_score([0, 1, 1, 0], [0, 1, 0, 0], average="macro"))

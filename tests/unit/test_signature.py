@@ -181,3 +181,56 @@ def test_non_list_and_nested_values_are_rejected(signature: Signature) -> None:
         signature.frame_from_columns({**good_columns(), "plan": "basic"})
     with pytest.raises(SchemaError, match="flat list"):
         signature.frame_from_columns({**good_columns(), "plan": [["a"], ["b"]]})
+
+
+# -- the target and label coercion --------------------------------------------------------------
+
+
+def test_the_target_of_a_classifier_is_its_classes_and_of_a_regressor_a_float() -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from closedloop.domain.signature import TargetSpec, infer_target
+
+    X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]})
+    classes = LogisticRegression().fit(X, [0, 1, 2, 0, 1, 2])
+    assert infer_target(classes) == TargetSpec("multiclass", "integer", (0, 1, 2))
+    words = LogisticRegression().fit(X, ["no", "yes"] * 3)
+    assert infer_target(words) == TargetSpec("binary", "string", ("no", "yes"))
+    assert infer_target(LinearRegression().fit(X, [0.5, 1, 2, 3, 4, 5])) == TargetSpec(
+        "regression", "float"
+    )
+    # a model that says neither: told by its labels and predictions, or not at all
+    assert infer_target(object(), [1.5, 2.0]).task == "regression"  # type: ignore[union-attr]
+    assert infer_target(object(), [1, 2], [2, 2]) == TargetSpec("binary", "integer", (1, 2))
+    assert infer_target(object(), [1, 2]) is None
+
+
+def test_labels_are_coerced_to_the_target_type_or_refused_naming_it() -> None:
+    from closedloop.domain.signature import TargetSpec
+
+    classes = TargetSpec("multiclass", "integer", (0, 1, 2))
+    coerced = classes.coerce([2, "1", 0.0, np.int64(1)])
+    assert coerced.dtype == np.int64 and coerced.tolist() == [2, 1, 0, 1]
+    with pytest.raises(SchemaError, match=r"label 1 \('setosa', str\).*integer class label"):
+        classes.coerce([1, "setosa"])
+    regression = TargetSpec("regression", "float")
+    assert regression.coerce([151, "3.5", 2.25]).tolist() == [151.0, 3.5, 2.25]
+    for bad in (True, "high", float("nan"), None):
+        with pytest.raises(SchemaError, match="cannot be read as a number"):
+            regression.coerce([1.0, bad])
+    assert TargetSpec("binary", "boolean", (False, True)).coerce([1, "false", True]).tolist() == [
+        True,
+        False,
+        True,
+    ]
+    values, valid = regression.coerce_valid(pd.Series(["1", "n/a", 3], dtype=object))
+    assert valid.tolist() == [True, False, True] and values[[0, 2]].tolist() == [1.0, 3.0]
+
+
+def test_a_signature_keeps_its_target_through_json_and_older_ones_have_none() -> None:
+    from closedloop.domain.signature import TargetSpec
+
+    columns = (ColumnSpec("x", "float"),)
+    signature = Signature(columns, TargetSpec("multiclass", "string", ("a", "b", "c")))
+    assert Signature.from_dict(orjson.loads(orjson.dumps(signature.to_dict()))) == signature
+    assert Signature.from_dict({"columns": [columns[0].to_dict()]}).target is None

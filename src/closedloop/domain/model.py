@@ -25,7 +25,7 @@ from closedloop.errors import InvalidInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from closedloop.domain.signature import Signature
+    from closedloop.domain.signature import Signature, TargetSpec
 
 
 def check_model(model: object) -> list[str]:
@@ -149,6 +149,13 @@ class LoadedVersion:
     signature: Signature
     estimator: Any
     plan: CallPlan = field(default_factory=CallPlan)
+
+    def target(self) -> TargetSpec | None:
+        """What the version predicts: the target recorded in its signature, else (versions
+        registered before targets were recorded) read from the estimator."""
+        from closedloop.domain.signature import infer_target
+
+        return self.signature.target or infer_target(self.estimator)
 
     def predict(self, frame: pd.DataFrame) -> Prediction:
         """Predict on a frame whose columns follow the signature."""

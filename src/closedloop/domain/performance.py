@@ -1,4 +1,5 @@
-"""Label-free performance estimation for binary classifiers, and joining late labels.
+"""Label-free performance estimation for binary classifiers, realised metrics once labels
+arrive (binary, multiclass, regression), and joining late labels.
 
 Estimation (confidence-based performance estimation, as NannyML's CBPE)
     A calibrated positive-class probability ``p_i`` *is* the chance that row ``i`` is a
@@ -526,6 +527,59 @@ def realised_performance(labels: Any, scores: Any, predictions: Any) -> dict[str
     return result
 
 
+REGRESSION_REALISED: tuple[str, ...] = ("mae", "rmse", "r2")
+"""What :func:`realised_regression` reports."""
+MULTICLASS_REALISED: tuple[str, ...] = ("accuracy", "macro_f1")
+"""What :func:`realised_multiclass` reports (plus the gate's label metric when asked)."""
+
+
+def realised_regression(labels: Any, predictions: Any) -> dict[str, float | None]:
+    """MAE, RMSE and R² of a regression's ``predictions`` against the true ``labels``
+    (:func:`closedloop.domain.metrics.score`). ``r2`` is None with fewer than 2 rows or
+    constant labels (undefined)."""
+    truth = _one_dimensional(labels, "labels").astype(np.float64)
+    predicted = _one_dimensional(predictions, "predictions").astype(np.float64)
+    if truth.shape[0] != predicted.shape[0]:
+        raise InvalidInputError(
+            "labels and predictions must have the same length. "
+            f"Got {truth.shape[0]} and {predicted.shape[0]} instead."
+        )
+    result: dict[str, float | None] = {
+        name: score(name, truth, y_pred=predicted) for name in ("mae", "rmse")
+    }
+    constant = truth.shape[0] < 2 or bool(np.all(truth == truth[0]))
+    result["r2"] = None if constant else score("r2", truth, y_pred=predicted)
+    return result
+
+
+def realised_multiclass(
+    labels: Any, predictions: Any, *, metrics: tuple[str, ...] = ()
+) -> dict[str, float | None]:
+    """Accuracy and macro-averaged F1 of a classifier's predicted ``predictions`` against the
+    true ``labels`` (both of the classes' type), plus each label metric named in ``metrics``
+    (``f1``, ``precision``, ``recall``: macro-averaged, as the gate scores them with more than
+    two classes, even when the window holds fewer). Ranking metrics need class probabilities,
+    which are not logged: skipped."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    truth = _one_dimensional(labels, "labels")
+    predicted = _one_dimensional(predictions, "predictions")
+    if truth.shape[0] != predicted.shape[0]:
+        raise InvalidInputError(
+            "labels and predictions must have the same length. "
+            f"Got {truth.shape[0]} and {predicted.shape[0]} instead."
+        )
+    macro = {"f1": f1_score, "precision": precision_score, "recall": recall_score}
+    result: dict[str, float | None] = {
+        "accuracy": score("accuracy", truth, y_pred=predicted),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
+    for name in metrics:
+        if name in macro:  # macro even when the window happens to hold two classes only
+            result[name] = float(macro[name](truth, predicted, average="macro", zero_division=0))
+    return result
+
+
 # -- feedback join -------------------------------------------------------------------------
 
 
@@ -712,6 +766,8 @@ __all__ = [
     "ASSUMPTION",
     "BAND_METHOD",
     "ESTIMATED_METRICS",
+    "MULTICLASS_REALISED",
+    "REGRESSION_REALISED",
     "Calibrator",
     "MetricEstimate",
     "PerformanceEstimate",
@@ -719,5 +775,7 @@ __all__ = [
     "expected_roc_auc",
     "fit_calibrator",
     "join_feedback",
+    "realised_multiclass",
     "realised_performance",
+    "realised_regression",
 ]

@@ -1,4 +1,4 @@
-"""Model signatures: the columns a version was trained on, and request-data coercion.
+"""Model signatures: the columns a version was trained on, its target, and data coercion.
 
 A :class:`Signature` is inferred from the training features with :func:`infer_signature` and
 stored with the version. At serving time :meth:`Signature.frame_from_columns` turns request
@@ -6,6 +6,11 @@ columns into a frame with the training column order and dtypes, raising :class:`
 (with machine-readable ``details``) for a missing/unknown column, unequal lengths, a wrongly typed
 value or a null in a non-nullable column. Unseen categories and out-of-range numbers are *not*
 errors: they pass through so production traffic keeps being answered while monitoring counts them.
+
+A signature also records the version's :class:`TargetSpec` (what it predicts: a continuous value,
+or one of its classes, and their type), inferred at registration with :func:`infer_target`. Labels
+that arrive later (feedback) are coerced to it with :meth:`TargetSpec.coerce`, so a label ``"2"``
+posted as JSON compares equal to the predicted class ``2`` and a regression label stays a float.
 """
 
 from __future__ import annotations
@@ -69,11 +74,234 @@ class ColumnSpec:
         )
 
 
+TargetTask = Literal["regression", "binary", "multiclass"]
+TARGET_TASKS: tuple[TargetTask, ...] = ("regression", "binary", "multiclass")
+_BOOLEAN_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """What a version predicts: a continuous value (``regression``, dtype ``float``), or one of
+    its ``classes`` (``binary``/``multiclass``; ``dtype`` is the classes' type)."""
+
+    task: TargetTask
+    dtype: Dtype
+    classes: tuple[Any, ...] | None = None
+
+    @property
+    def continuous(self) -> bool:
+        """Whether labels are continuous values (compared with KS, scored with errors)."""
+        return self.task == "regression"
+
+    def describe(self) -> str:
+        """The expected label type in words, for error messages."""
+        if self.continuous:
+            return "a number (the model is a regression)"
+        shown = ", ".join(repr(c) for c in (self.classes or ())[:10])
+        more = ", ..." if len(self.classes or ()) > 10 else ""
+        article = "an" if self.dtype[0] in "aeiou" else "a"
+        return f"{article} {self.dtype} class label (the model's classes: {shown}{more})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "dtype": self.dtype,
+            "classes": list(self.classes) if self.classes is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TargetSpec:
+        """Inverse of :meth:`to_dict`; raises SchemaError on an unknown task or dtype."""
+        task, dtype = data.get("task"), data.get("dtype")
+        if task not in TARGET_TASKS or dtype not in DTYPES:
+            raise SchemaError(
+                f"the stored target has an unknown task {task!r} or dtype {dtype!r}",
+                details={"expected": list(TARGET_TASKS), "got": task},
+            )
+        classes = data.get("classes")
+        return cls(
+            task=cast(TargetTask, task),
+            dtype=cast(Dtype, dtype),
+            classes=tuple(classes) if classes is not None else None,
+        )
+
+    def coerce(self, values: Sequence[object]) -> np.ndarray[Any, Any]:
+        """``values`` as labels of this target's type: float64 for a regression, else the
+        classes' type (``"2"`` and ``2.0`` become ``2`` for integer classes). Raises
+        :class:`SchemaError` naming the first label that cannot be read as that type."""
+        converted, valid = self.coerce_valid(values)
+        if not bool(valid.all()):
+            row = int(np.flatnonzero(~valid)[0])
+            got = _plain(list(values)[row])
+            example = (self.classes or ("",))[0]
+            raise SchemaError(
+                f"label {row} ({got!r}, {type(got).__name__}) cannot be read as {self.describe()}",
+                hint="Post each label as a number (a JSON number or a numeric string)."
+                if self.continuous
+                else f"Post each label as one of the model's classes, e.g. {example!r}.",
+                details={"row": row, "expected": self.dtype, "task": self.task, "got": got},
+            )
+        return converted
+
+    def coerce_valid(
+        self, values: Sequence[object] | np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """``(labels, valid)``: every label that can be read as this target's type converted,
+        and a mask of those that could (the others hold a placeholder)."""
+        # Typed arrays take a vectorised path; lists (e.g. parsed JSON) are read value by value,
+        # so a boolean among numbers is refused rather than silently read as 0/1.
+        typed = isinstance(values, np.ndarray | pd.Series)
+        array = np.asarray(values) if typed else np.empty(0, dtype=object)
+        kind = array.dtype.kind if typed else "O"
+        if self.dtype == "float" and kind in "iuf" and array.ndim == 1:
+            floats = array.astype(np.float64)
+            return floats, np.isfinite(floats)
+        if self.dtype == "integer" and kind in "iu" and array.ndim == 1:
+            return array.astype(np.int64), np.ones(len(array), dtype=bool)
+        if self.dtype == "boolean" and kind == "b" and array.ndim == 1:
+            return array.astype(bool), np.ones(len(array), dtype=bool)
+        convert = _LABEL_CONVERTERS[self.dtype]
+        items = list(values)
+        out: list[Any] = []
+        valid = np.ones(len(items), dtype=bool)
+        placeholder = {"float": np.nan, "integer": 0, "boolean": False, "string": ""}[self.dtype]
+        for i, item in enumerate(items):
+            value = convert(item.item() if isinstance(item, np.generic) else item)
+            if value is None:
+                valid[i] = False
+                value = placeholder
+            out.append(value)
+        dtypes = {"float": np.float64, "integer": np.int64, "boolean": bool, "string": object}
+        result = np.empty(len(out), dtype=dtypes[self.dtype])
+        result[:] = out
+        return result, valid
+
+
+def _label_float(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and np.isfinite(float(value)):
+        return float(value)
+    return None
+
+
+def _label_integer(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _label_float(value)
+    if number is None or number != int(number):
+        return None
+    return int(number)
+
+
+def _label_boolean(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        return _BOOLEAN_WORDS.get(value.strip().lower())
+    return None
+
+
+def _label_string(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+_LABEL_CONVERTERS: dict[str, Callable[[object], Any]] = {
+    "float": _label_float,
+    "integer": _label_integer,
+    "boolean": _label_boolean,
+    "string": _label_string,
+}
+
+
+def infer_target(
+    estimator: object, labels: object = None, predictions: object = None
+) -> TargetSpec | None:
+    """The target of a fitted ``estimator``: its ``classes_`` for a classifier, ``float`` for a
+    regressor. Otherwise from true ``labels`` and the model's ``predictions`` (e.g. held-out
+    rows): floats with fractions are a regression; predicted integers, strings or booleans
+    are classes (those of both). None when it cannot be told."""
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None:
+        spec = _classes_target(np.asarray(classes))
+        if spec is not None:
+            return spec
+    if _is_regressor(estimator):
+        return TargetSpec("regression", "float")
+    arrays = [np.asarray(a) for a in (labels, predictions) if a is not None]
+    arrays = [a for a in arrays if a.ndim == 1 and a.size > 0]
+    if not arrays:
+        return None
+    for array in arrays:
+        if array.dtype.kind == "f":
+            finite = array[np.isfinite(array)]
+            if bool((finite != np.floor(finite)).any()):
+                return TargetSpec("regression", "float")
+    categorical = ("string", "boolean")
+    predicted = np.asarray(predictions) if predictions is not None else None
+    if (predicted is not None and predicted.dtype.kind in "iub") or any(
+        a.dtype.kind == "b" or pd.api.types.infer_dtype(a, skipna=True) in categorical
+        for a in arrays
+    ):
+        try:
+            union = sorted(set().union(*(pd.unique(a).tolist() for a in arrays)))
+        except TypeError:  # labels of different types cannot be ordered
+            return None
+        return _classes_target(np.asarray(union))
+    return None
+
+
+def _classes_target(classes: np.ndarray[Any, Any]) -> TargetSpec | None:
+    if classes.ndim != 1 or classes.size < 2:
+        return None
+    kind = classes.dtype.kind
+    dtype: Dtype
+    if kind == "b":
+        dtype = "boolean"
+    elif kind in "iu":
+        dtype = "integer"
+    elif kind == "f":
+        dtype = "float"
+    else:
+        inferred = pd.api.types.infer_dtype(classes, skipna=False)
+        if inferred == "string":
+            dtype = "string"
+        elif inferred == "integer":
+            dtype = "integer"
+        elif inferred == "boolean":
+            dtype = "boolean"
+        else:
+            return None
+    plain = tuple(c.item() if isinstance(c, np.generic) else c for c in classes.tolist())
+    return TargetSpec("binary" if len(plain) == 2 else "multiclass", dtype, plain)
+
+
+def _is_regressor(estimator: object) -> bool:
+    try:
+        from sklearn.base import is_regressor
+
+        return bool(is_regressor(estimator))
+    except Exception:  # not a scikit-learn estimator: its tags cannot be read
+        return getattr(estimator, "_estimator_type", None) == "regressor"
+
+
 @dataclass(frozen=True)
 class Signature:
-    """The ordered training columns of a version."""
+    """The ordered training columns of a version (and its target, when known)."""
 
     columns: tuple[ColumnSpec, ...]
+    target: TargetSpec | None = None
 
     def names(self) -> list[str]:
         """Column names in training order."""
@@ -81,12 +309,20 @@ class Signature:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict of plain types."""
-        return {"columns": [c.to_dict() for c in self.columns]}
+        out: dict[str, Any] = {"columns": [c.to_dict() for c in self.columns]}
+        if self.target is not None:
+            out["target"] = self.target.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signature:
-        """Inverse of :meth:`to_dict`."""
-        return cls(columns=tuple(ColumnSpec.from_dict(c) for c in data["columns"]))
+        """Inverse of :meth:`to_dict` (signatures stored before targets were recorded have
+        ``target=None``)."""
+        target = data.get("target")
+        return cls(
+            columns=tuple(ColumnSpec.from_dict(c) for c in data["columns"]),
+            target=TargetSpec.from_dict(target) if target is not None else None,
+        )
 
     def frame_from_columns(
         self, columns: Mapping[str, Sequence[object] | np.ndarray[Any, Any]]
@@ -364,4 +600,15 @@ _CONVERTERS: dict[str, Callable[..., Any]] = {
     "string": _to_string,
 }
 
-__all__ = ["DTYPES", "MAX_CATEGORIES", "ColumnSpec", "Dtype", "Signature", "infer_signature"]
+__all__ = [
+    "DTYPES",
+    "MAX_CATEGORIES",
+    "TARGET_TASKS",
+    "ColumnSpec",
+    "Dtype",
+    "Signature",
+    "TargetSpec",
+    "TargetTask",
+    "infer_signature",
+    "infer_target",
+]

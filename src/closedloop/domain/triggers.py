@@ -198,7 +198,11 @@ def schedule_due(
 
 @dataclass(frozen=True)
 class PerformanceCheck:
-    """Live metric vs the version's held-out score: did it drop by more than ``threshold``?"""
+    """Live metric vs the version's held-out score: did it get worse by more than ``threshold``?
+
+    ``drop`` is how much worse, in the metric's units: ``baseline - current`` for metrics where
+    higher is better (accuracy, roc_auc, r2), ``current - baseline`` for errors (rmse, mae,
+    log_loss)."""
 
     metric: str
     baseline: float

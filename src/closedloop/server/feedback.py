@@ -9,8 +9,11 @@ The body is one label, an array of labels, or an object with a ``"labels"`` arra
     {"labels": [{"request_id": "r2", "row": 0, "label": 0}, ...]}
 
 A batch may name each (request id, row) once; a label posted again later corrects the earlier
-one. Labels are appended to the feedback log and joined to the prediction log by request id (and
-row) for realised metrics. The answer is ``{"accepted": n}``.
+one. Each label is coerced to the served version's target type (a number for a regression, one
+of the classes' type for a classifier: ``"2"`` becomes ``2`` for integer classes); a label that
+cannot be is refused with 422 naming the expected type. Labels are appended to the feedback log
+and joined to the prediction log by request id (and row) for realised metrics. The answer is
+``{"accepted": n}``.
 """
 
 from __future__ import annotations
@@ -132,13 +135,17 @@ def router(ctx: ServerContext) -> APIRouter:
     async def feedback(name: str, request: Request) -> Response:
         assert ctx.feedback is not None  # the route exists only with a feedback log
         items = parse_labels(payloads.parse_json(await request.body()))
-        ctx.host.get(name)  # 404 for a model this server does not serve
+        loaded = ctx.host.get(name)  # 404 for a model this server does not serve
+        labels: list[Any] = [item["label"] for item in items]
+        target = loaded.target()
+        if target is not None:  # 422 naming the expected type for a label that is not one
+            labels = target.coerce(labels).tolist()
         rows = [item.get("row") for item in items]
         accepted = await run_in_threadpool(
             ctx.feedback.append,
             name,
             [item["request_id"] for item in items],
-            [item["label"] for item in items],
+            labels,
             rows=None if all(r is None for r in rows) else rows,
         )
         return OrjsonResponse({"accepted": accepted})

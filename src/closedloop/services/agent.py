@@ -607,12 +607,13 @@ class Agent:
             if not check.dropped:
                 continue
             kind_text = "realised" if trigger == "performance" else "estimated (label-free)"
+            moved = "dropped" if check.higher_is_better else "rose"  # rmse, mae, log_loss
             self._alert(
                 "performance_drop",
                 "warning",
-                f"{self.policy.model}: {kind_text} {metric} dropped on v{production}",
+                f"{self.policy.model}: {kind_text} {metric} {moved} on v{production}",
                 f"{kind_text} {metric} {check.current:.3f} vs {check.baseline:.3f} held out "
-                f"(drop {check.drop:.3f} > {threshold}).",
+                f"(worse by {check.drop:.3f} > {threshold}).",
                 version=production,
                 details={"source_event": None, "check_id": check_id, **check.to_dict()},
             )
@@ -621,7 +622,7 @@ class Agent:
                 trigger,
                 f"{trigger}:{check_id}",
                 {"check_id": check_id, **check.to_dict()},
-                f"{kind_text} {metric} dropped by {check.drop:.3f}",
+                f"{kind_text} {metric} {moved} by {check.drop:.3f}",
             )
 
     def _schedule(self, report: PassReport) -> None:
@@ -779,6 +780,11 @@ class Agent:
         if len(rows) and "_prediction" in rows:
             rows = rows[rows["_prediction"].notna().to_numpy()]
         labelled = join_feedback(rows, feedback) if len(rows) and len(feedback) else rows[:0]
+        production = registry.resolve_alias(self.ws, model)
+        if len(labelled) and production is not None:  # labels of the target's type ("2" is 2)
+            from closedloop.services.outputs import typed_labels, version_target
+
+            labelled = typed_labels(labelled, version_target(self.ws, model, production))
         if len(labelled) < self.policy.min_labelled_rows:
             raise InvalidInputError(
                 f"Only {len(labelled)} logged rows of {model!r} have labels; a traffic retrain "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -169,21 +169,25 @@ def register_version(
     """Store the estimator, its signature, reference profile and sample, and number the version.
 
     ``features`` is the training frame without the target: the signature and the drift reference
-    are computed from it once, here. ``evaluation`` is the held-out ``(X, y)`` the version was
-    scored on: it is stored with the version's predictions on it, as the reference for prediction
-    drift, label drift and label-free performance estimation.
+    are computed from it once, here. The signature also records the target (regression, or the
+    classifier's classes), which labels posted later are coerced to. ``evaluation`` is the
+    held-out ``(X, y)`` the version was scored on: it is stored with the version's predictions
+    on it, as the reference for prediction drift, label drift and label-free performance
+    estimation.
     """
     import json
 
     from closedloop.domain.model import ensure_model
     from closedloop.domain.profiles import profile_frame
-    from closedloop.domain.signature import infer_signature
+    from closedloop.domain.signature import infer_signature, infer_target
 
     _check_name("model", model)
     ensure_model(estimator)
     if len(features) == 0:
         raise InvalidInputError("Cannot register a version trained on an empty frame.")
     signature = infer_signature(features)
+    held_out_labels = evaluation[1] if evaluation is not None else None
+    signature = replace(signature, target=infer_target(estimator, held_out_labels))
     blob = pickle.dumps(estimator, protocol=pickle.HIGHEST_PROTOCOL)
     sha = ws.artifacts.put(blob)
     profile = profile_frame(features).to_dict()
