@@ -105,13 +105,17 @@ class RolloutState:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``weight`` and ``steps`` are fractions of the traffic in (0, 1],
+        ``percent`` and ``steps_percent`` the same figures in percent (what the CLI shows)."""
         return {
             "model": self.model,
             "mode": self.mode,
             "production": self.production,
             "candidate": self.candidate,
             "weight": self.weight,
+            "percent": percent(self.weight),
             "steps": list(self.steps),
+            "steps_percent": [percent(s) for s in self.steps],
             "step_index": self.step_index,
             "step_started_at": _iso(self.step_started_at),
             "step_duration_seconds": self.step_duration.total_seconds(),
@@ -453,6 +457,11 @@ def rollback(
     after = _idle(state, production)
     moves = (AliasMove(CANARY if state.mode == "canary" else SHADOW, None),)
     return _transition("rolled_back", state, after, state.candidate, moves, rules, now, reason)
+
+
+def percent(weight: float) -> float:
+    """A traffic share as a percentage (0.25 → 25.0), without float noise."""
+    return round(weight * 100, 6)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -418,12 +418,17 @@ def state(ws: Workspace, model: str) -> RolloutState:
 
 
 def status(ws: Workspace, model: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """The rollout of ``model`` as a JSON-friendly dict (mode, versions, weight, steps, timing)."""
+    """The rollout of ``model`` as a JSON-friendly dict: mode, versions, ``weight``/``steps``
+    (fractions) and ``percent``/``steps_percent``; for a canary also the step's timing
+    (``step_number`` counts from 1, ``step_seconds`` is how long the step has run,
+    ``step_elapsed`` whether it ran its full ``step_duration_seconds``)."""
     current = state(ws, model)
     body = current.to_dict()
     now = now or utcnow()
     if current.mode == "canary" and current.step_started_at is not None:
         due = current.step_started_at + current.step_duration
+        body["step_number"] = current.step_index + 1
+        body["step_seconds"] = max((now - current.step_started_at).total_seconds(), 0.0)
         body["next_step_at"] = due.isoformat()
         body["step_elapsed"] = current.step_elapsed(now)
         body["promotes_next"] = current.promotes_next
