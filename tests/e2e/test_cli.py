@@ -180,6 +180,14 @@ def test_alias_set_then_rollback_are_recorded_with_actor_and_reason(project: Pat
     assert production_of(project) == 1
 
     env = _clean_env(CLOSEDLOOP_ACTOR="e2e-tester")
+    # v2 tied with v1 at the gate: production does not take it without --force and a reason
+    refused = cli(project, "alias", "set", MODEL, "production", "2", env=env)
+    assert_clean_error(
+        refused, "loans v2 was rejected by the gate (", "pass --force --reason '…' to promote"
+    )
+    no_reason = cli(project, "alias", "set", MODEL, "production", "2", "--force", env=env)
+    assert_clean_error(no_reason, "needs a reason")
+    assert production_of(project) == 1
     moved = as_json(
         ok(
             project,
@@ -188,6 +196,7 @@ def test_alias_set_then_rollback_are_recorded_with_actor_and_reason(project: Pat
             MODEL,
             "production",
             "2",
+            "--force",
             "--reason",
             "try v2",
             "--json",
@@ -209,6 +218,33 @@ def test_alias_set_then_rollback_are_recorded_with_actor_and_reason(project: Pat
         ("e2e-tester", "v2 looks wrong"),
     ]
     assert all(e["payload"]["alias"] == "production" for e in history)
+    forced = history[1]["payload"]
+    assert forced["forced"] is True
+    assert forced["overridden"].startswith("loans v2 was rejected by the gate (")
+    assert "forced" not in history[0]["payload"] and "forced" not in history[2]["payload"]
+
+    # v2 was rolled back from: moving production back to it needs --force again
+    again = cli(project, "alias", "set", MODEL, "production", "2", env=env)
+    assert again.returncode == 2
+    assert "pass --force --reason" in again.stderr
+    # other aliases move freely
+    ok(project, "alias", "set", MODEL, "challenger", "2", env=env)
+
+
+def test_rollback_raises_its_alert_at_once(project: Path) -> None:
+    """No agent runs here: the rollback itself records the rollback_done alert."""
+    env = _clean_env(CLOSEDLOOP_ACTOR="e2e-tester")
+    ok(project, "alias", "set", MODEL, "production", "2", "--force", "--reason", "try", env=env)
+    ok(project, "rollback", MODEL, "--reason", "v2 looks wrong", env=env)
+    found = as_json(ok(project, "history", MODEL, "--all", "--json"))
+    rollback = next(e for e in found if e["kind"] == "alias.rollback")
+    alerts = [e for e in found if e["kind"] == "alert.raised"]
+    assert len(alerts) == 1
+    alert = alerts[0]["payload"]
+    assert alert["kind"] == "rollback_done"
+    assert alert["details"]["source_event"] == rollback["id"]
+    assert alert["title"] == "loans: production rolled back to v1"
+    assert alert["text"] == "e2e-tester rolled production back from v2 to v1: v2 looks wrong"
 
 
 def test_rollback_of_an_unknown_model_is_an_error(project: Path) -> None:
@@ -523,6 +559,8 @@ COMMANDS = [
     ["history"],
     ["alias"],
     ["alias", "set"],
+    ["alias", "list"],
+    ["alias", "delete"],
     ["rollback"],
     ["serve"],
     ["drift"],
@@ -555,6 +593,8 @@ JSON_COMMANDS = [
     ["runs"],
     ["history"],
     ["alias", "set"],
+    ["alias", "list"],
+    ["alias", "delete"],
     ["rollback"],
     ["drift"],
     ["monitor"],

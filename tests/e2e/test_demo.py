@@ -89,7 +89,7 @@ def test_demo_narrates_the_whole_loop(demo: tuple[Path, str]) -> None:
     assert int(during.group(1)) > 0
     assert during.group(2) == "0"
     assert line_with(out, r"^\s+v2: roc_auc=.* aliases=production$")
-    assert line_with(out, r"^\s+alerts raised by the agent: drift, canary_aborted, rollback_done ")
+    assert line_with(out, r"^\s+alerts raised: drift, canary_aborted, rollback_done ")
     assert re.search(r"^done in [0-9.]+ s\.", out, re.MULTILINE)
 
 

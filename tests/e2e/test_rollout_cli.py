@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.test_cli import as_json, assert_clean_error, cli, ok
+from tests.e2e.test_cli import _clean_env, as_json, assert_clean_error, cli, ok
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,148 @@ def test_durations_and_percentages_parse() -> None:
     assert parse_duration("1.5h") == timedelta(minutes=90)
     assert parse_percent("12.5%", "--canary") == 0.125
     assert parse_steps("10, 25,50,100") == (0.1, 0.25, 0.5, 1.0)
+
+
+def _cells(text: str, first: str) -> list[str]:
+    """The cells of the table row (or header) whose first cell is ``first``."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split(r"[┃│]", line)[1:-1]]
+        if cells and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row starting with {first!r} in:\n{text}")
+
+
+def test_status_speaks_percent_and_evaluate_has_headers(project: Path) -> None:
+    assert ok(project, "rollout", "status", "loans").stdout.splitlines() == [
+        "loans: no rollout; production v1 serves all traffic"
+    ]
+    ok(project, "rollout", "start", "loans", "2", "--canary", "10", "--steps", "25,50,100")
+
+    lines = ok(project, "rollout", "status", "loans").stdout.splitlines()
+    assert re.fullmatch(
+        r"loans: canary v2 at 10 % \(step 1 of 4: 10 → 25 → 50 → 100 %\), "
+        r"for \d+ s of 10 min",
+        lines[0],
+    ), lines
+    assert re.fullmatch(
+        r"production v1 serves the other 90 %; canary started \d{4}-\d\d-\d\d [\d:]{8} UTC",
+        lines[1],
+    )
+    assert re.fullmatch(
+        r"next step: moves to 25 % at .* UTC at the earliest, if the guardrails pass "
+        r"\(`closedloop rollout evaluate loans`\)",
+        lines[2],
+    )
+    assert "False" not in "\n".join(lines) and "0.1" not in "\n".join(lines)
+
+    status = as_json(ok(project, "rollout", "status", "loans", "--json"))
+    assert (status["weight"], status["percent"]) == (0.1, 10.0)
+    assert status["steps"] == [0.1, 0.25, 0.5, 1.0]
+    assert status["steps_percent"] == [10.0, 25.0, 50.0, 100.0]
+    assert status["step_number"] == 1
+
+    advanced = ok(project, "rollout", "advance", "loans").stdout
+    assert "now canary v2 at 25 %, production v1" in advanced
+
+    table = ok(project, "rollout", "evaluate", "loans").stdout
+    assert _cells(table, "check") == [
+        "check",
+        "canary",
+        "production",
+        "threshold",
+        "result",
+        "note",
+    ]
+    assert _cells(table, "error_rate")[4] in ("pass", "not judged")
+    assert "loans: wait — " in table
+
+
+def test_rollback_during_a_canary_ends_it(project: Path) -> None:
+    """The issue: production v2, a canary of v1, then `rollback` → canary→v1, production→v1
+    and the rollout still in canary mode. Now the rollout ends with the rollback."""
+    from closedloop.services import events
+
+    ok(project, "alias", "set", "loans", "production", "2", "--reason", "v2 goes live")
+    ok(project, "rollout", "start", "loans", "1", "--canary", "10")
+
+    back = ok(project, "rollback", "loans", "--reason", "incident")
+    assert back.stdout.splitlines() == [
+        "loans: production rolled back from v2 to v1 (servers pick it up without restart)",
+        "loans: the canary of v1 ended with the rollback",
+    ]
+    models = as_json(ok(project, "models", "--json"))
+    assert models[0]["aliases"] == {"production": 1}
+    status = as_json(ok(project, "rollout", "status", "loans", "--json"))
+    assert (status["mode"], status["production"], status["candidate"]) == ("idle", 1, None)
+    ws = _registry(project)
+    try:
+        found = [e for e in events.list_events(ws, model="loans") if e.id > 0]
+        rollback = next(e for e in found if e.kind == "alias.rollback")
+        after = [e.kind for e in found if e.id > rollback.id]
+        assert after == ["alias.deleted", "rollout.rolled_back", "alert.raised"]
+        ended = next(e for e in found if e.kind == "rollout.rolled_back")
+        assert ended.payload["rollback_event"] == rollback.id
+        assert ended.ts == rollback.ts and ended.reason == "incident"
+    finally:
+        ws.close()
+    # a new rollout can start straight away
+    ok(project, "rollout", "start", "loans", "2", "--canary", "5")
+
+
+def test_alias_list_shows_version_actor_time_and_reason(project: Path) -> None:
+    env = _clean_env(CLOSEDLOOP_ACTOR="alice")
+    ok(project, "alias", "set", "loans", "champion", "2", "--reason", "best offline", env=env)
+    listed = as_json(ok(project, "alias", "list", "loans", "--json"))
+    assert [(a["alias"], a["version"], a["actor"], a["reason"]) for a in listed] == [
+        ("champion", 2, "alice", "best offline"),
+        ("production", 1, listed[1]["actor"], "first version"),
+    ]
+    assert all(a["updated_at"] for a in listed)
+    text = ok(project, "alias", "list", "loans").stdout
+    assert _cells(text, "alias") == ["alias", "version", "moved (UTC)", "by", "how", "reason"]
+    champion = _cells(text, "champion")
+    assert champion[:2] == ["champion", "v2"]
+    assert champion[3:] == ["alice", "set", "best offline"]
+    assert_clean_error(cli(project, "alias", "list", "nosuch"), "No model named 'nosuch'")
+
+
+def test_alias_delete_is_recorded_and_guards_what_is_served(project: Path) -> None:
+    from closedloop.services import registry
+
+    env = _clean_env(CLOSEDLOOP_ACTOR="bob")
+    ok(project, "alias", "set", "loans", "champion", "2", env=env)
+    gone = ok(project, "alias", "delete", "loans", "champion", "--reason", "retired", env=env)
+    assert gone.stdout.strip() == "loans@champion deleted (it pointed at v2)"
+    last = as_json(ok(project, "history", "loans", "--json"))[-1]
+    assert (last["kind"], last["actor"], last["reason"]) == ("alias.deleted", "bob", "retired")
+    assert last["payload"] == {"alias": "champion", "from_version": 2, "to_version": None}
+    assert_clean_error(cli(project, "alias", "delete", "loans", "champion"), "no alias 'champion'")
+
+    served = cli(project, "alias", "delete", "loans", "production")
+    assert_clean_error(served, "production (v1) is what servers answer")
+    assert "--force" in served.stderr
+
+    ok(project, "rollout", "start", "loans", "2", "--canary", "10")
+    canary = cli(project, "alias", "delete", "loans", "canary", "--force")
+    assert_clean_error(canary, "belongs to the running canary")
+    assert "hint: End the canary with `closedloop rollout abort loans`" in canary.stderr
+    ok(project, "rollout", "abort", "loans")
+    ok(project, "rollout", "start", "loans", "2", "--shadow")
+    shadow = cli(project, "alias", "delete", "loans", "shadow")
+    assert_clean_error(shadow, "belongs to the running shadow")
+    assert "`closedloop rollout stop-shadow loans`" in shadow.stderr
+    ok(project, "rollout", "stop-shadow", "loans")
+
+    forced = as_json(ok(project, "alias", "delete", "loans", "production", "--force", "--json"))
+    assert forced == {
+        "model": "loans",
+        "alias": "production",
+        "from_version": 1,
+        "to_version": None,
+    }
+    ws = _registry(project)
+    try:
+        assert registry.resolve_alias(ws, "loans") is None
+        assert registry.alias_history(ws, "loans", "production")[-1].payload["forced"] is True
+    finally:
+        ws.close()

@@ -406,19 +406,26 @@ def test_a_rollback_raises_one_alert(project: Workspace, receiver: Receiver) -> 
     ws = project
     first_version(ws)
     pipeline.train(ws, frame=stream(3000, start=1000), source="more", actor="alice")
-    registry.set_alias(ws, MODEL, "production", 2, actor="alice")
+    registry.set_alias(ws, MODEL, "production", 2, actor="alice", force=True, reason="try it")
     registry.rollback(ws, MODEL, actor="carol", reason="bad numbers")
-    agent = Agent(ws, guardrails=GUARDRAILS)
-    try:
-        agent.run_once()
-        agent.run_once()
-        alerts = [
+
+    def rollback_alerts() -> list[events.Event]:
+        return [
             e
             for e in events.list_events(ws, model=MODEL, kinds=("alert.raised",))
             if e.payload.get("kind") == "rollback_done"
         ]
-        assert len(alerts) == 1
-        assert receiver.wait_for(ws, "rollback_done")["valid"]
+
+    # raised by the rollback itself, before any agent pass
+    assert [(e.actor, e.payload["details"]["actor"]) for e in rollback_alerts()] == [
+        ("carol", "carol")
+    ]
+    assert receiver.wait_for(ws, "rollback_done")["valid"]
+    agent = Agent(ws, guardrails=GUARDRAILS)
+    try:
+        agent.run_once()
+        agent.run_once()
+        assert len(rollback_alerts()) == 1  # the agent does not raise it a second time
     finally:
         agent.close()
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from tests.support import features, fit_model, loans
 
-from closedloop.errors import ConflictError, InvalidInputError, NotFoundError
+from closedloop.errors import ConflictError, GateRejectedError, InvalidInputError, NotFoundError
 from closedloop.services import events, registry
 from closedloop.services.workspace import Workspace
 
@@ -179,3 +179,81 @@ def test_the_held_out_evaluation_is_stored_with_the_version_predictions(ws: Work
     assert stored["_score"].tolist() == pytest.approx(model.predict_proba(X.head(50))[:, 1])
     bare = registry.register_version(ws, "churn", model, X)
     assert registry.load_evaluation(ws, "churn", bare.number) is None
+
+
+def _rejected(ws: Workspace, frame, model) -> None:  # type: ignore[no-untyped-def]
+    """v1 in production; v2 rejected by the gate (as the pipeline records it); v3 plain."""
+    X = features(frame)
+    registry.register_version(ws, "churn", model, X)
+    gate = {"passed": False, "reason": "candidate roc_auc 0.70 is worse than incumbent 0.80"}
+    registry.register_version(ws, "churn", model, X, lineage={"gate": gate})
+    registry.register_version(ws, "churn", model, X)
+    registry.set_alias(ws, "churn", "production", 1)
+
+
+def test_production_refuses_a_gate_rejected_version_unless_forced_with_a_reason(
+    ws: Workspace, frame, model
+) -> None:
+    _rejected(ws, frame, model)
+    with pytest.raises(GateRejectedError) as caught:
+        registry.set_alias(ws, "churn", "production", 2)
+    assert caught.value.message == (
+        "churn v2 was rejected by the gate (candidate roc_auc 0.70 is worse than incumbent "
+        "0.80); pass --force --reason '…' to promote it anyway."
+    )
+    with pytest.raises(InvalidInputError, match="needs a reason"):
+        registry.set_alias(ws, "churn", "production", 2, force=True)
+    assert registry.resolve_alias(ws, "churn") == 1
+    registry.set_alias(ws, "churn", "staging", 2)  # only production is guarded
+
+    registry.set_alias(ws, "churn", "production", 2, actor="ann", reason="hotfix", force=True)
+    move = registry.alias_history(ws, "churn", "production")[-1]
+    assert (move.actor, move.reason, move.payload["forced"]) == ("ann", "hotfix", True)
+    assert move.payload["overridden"].startswith("churn v2 was rejected by the gate")
+    # --force on a version nothing guards records nothing special
+    registry.set_alias(ws, "churn", "production", 3, force=True)
+    assert "forced" not in registry.alias_history(ws, "churn", "production")[-1].payload
+
+
+def test_production_refuses_a_version_it_was_rolled_back_from(ws: Workspace, frame, model):
+    _rejected(ws, frame, model)
+    registry.set_alias(ws, "churn", "production", 3)
+    registry.rollback(ws, "churn", actor="oncall", reason="errors")
+    with pytest.raises(ConflictError, match=r"churn v3 was rolled back from production .* errors"):
+        registry.set_alias(ws, "churn", "production", 3)
+
+
+def test_the_rollback_raises_its_alert_before_returning(ws: Workspace, frame, model):
+    _rejected(ws, frame, model)
+    registry.set_alias(ws, "churn", "production", 3)
+    registry.rollback(ws, "churn", actor="oncall", reason="errors")
+    move = registry.alias_history(ws, "churn")[-1]
+    (raised,) = events.list_events(ws, model="churn", kinds=("alert.raised",))
+    assert raised.payload["kind"] == "rollback_done"
+    assert raised.payload["details"]["source_event"] == move.id
+    assert raised.actor == "oncall"
+
+
+def test_list_and_delete_aliases(ws: Workspace, frame, model):
+    _rejected(ws, frame, model)
+    registry.set_alias(ws, "churn", "staging", 3, actor="bob", reason="try")
+    listed = registry.list_aliases(ws, "churn")
+    assert [(a.alias, a.version, a.actor, a.reason, a.kind) for a in listed] == [
+        ("production", 1, listed[0].actor, "", "alias.set"),
+        ("staging", 3, "bob", "try", "alias.set"),
+    ]
+    assert registry.delete_alias(ws, "churn", "staging", actor="bob", reason="done") == 3
+    assert [a.alias for a in registry.list_aliases(ws, "churn")] == ["production"]
+    deleted = registry.alias_history(ws, "churn", "staging")[-1]
+    assert (deleted.kind, deleted.reason, deleted.payload["to_version"]) == (
+        "alias.deleted",
+        "done",
+        None,
+    )
+    with pytest.raises(NotFoundError, match="no alias 'staging'"):
+        registry.delete_alias(ws, "churn", "staging")
+    with pytest.raises(ConflictError, match="stops serving"):
+        registry.delete_alias(ws, "churn", "production")
+    registry.delete_alias(ws, "churn", "production", force=True)
+    assert registry.resolve_alias(ws, "churn") is None
+    assert registry.last_known_good(ws, "churn") == 1  # a deleted production is no version

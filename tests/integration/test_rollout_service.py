@@ -247,21 +247,89 @@ def test_manual_advance_and_promote(two: Workspace) -> None:
     assert registry.resolve_alias(ws, MODEL, "production") == 1
 
 
-def test_rollback_during_a_canary_keeps_the_canary_against_the_new_production(
+def _rollback_events(ws: Workspace) -> list[events.Event]:
+    """The events the last rollback wrote, from its ``alias.rollback`` on."""
+    found = events.list_events(ws, model=MODEL)
+    first = max(i for i, e in enumerate(found) if e.kind == "alias.rollback")
+    return [e for e in found[first:] if not e.kind.startswith("alert.")]
+
+
+def test_rollback_during_a_canary_of_the_version_it_restores_ends_the_canary(
     ws: Workspace,
 ) -> None:
+    _register(ws, 2)
+    registry.set_alias(ws, MODEL, "production", 2)
+    rollout.start_canary(ws, MODEL, 1, weight=0.1)
+
+    assert registry.rollback(ws, MODEL, actor="oncall", reason="incident") == (2, 1)
+
+    assert registry.list_models(ws)[0].aliases == {"production": 1}
+    status = rollout.status(ws, MODEL)
+    assert (status["mode"], status["production"], status["candidate"]) == ("idle", 1, None)
+    assert rollout.serving_plan(ws)[MODEL] == ServingPlan(1, None, 0.0, None)
+    move, deleted, ended = _rollback_events(ws)
+    assert (move.kind, move.payload["from_version"], move.payload["to_version"]) == (
+        "alias.rollback",
+        2,
+        1,
+    )
+    assert (deleted.kind, deleted.payload["alias"], deleted.payload["to_version"]) == (
+        "alias.deleted",
+        "canary",
+        None,
+    )
+    assert ended.kind == "rollout.rolled_back"
+    assert ended.payload["rollback_event"] == move.id
+    assert ended.payload["before"]["production"] == 2
+    assert ended.payload["after"] == {
+        "mode": "idle",
+        "production": 1,
+        "candidate": None,
+        "weight": 0.0,
+        "step_index": 0,
+    }
+    # one transaction: the three rows share the rollback's timestamp, actor and reason
+    assert {(e.ts, e.actor, e.reason) for e in (move, deleted, ended)} == {
+        (move.ts, "oncall", "incident")
+    }
+    # a new canary can start at once
+    rollout.start_canary(ws, MODEL, 2)
+
+
+def test_rollback_during_a_canary_of_another_version_ends_it_too(ws: Workspace) -> None:
     _register(ws, 3)
     registry.set_alias(ws, MODEL, "production", 2)
     rollout.start_canary(ws, MODEL, 3)
     assert registry.rollback(ws, MODEL, reason="incident") == (2, 1)
-    status = rollout.status(ws, MODEL)
-    assert status["mode"] == "canary" and status["production"] == 1
-    assert rollout.serving_plan(ws)[MODEL] == ServingPlan(1, 3, 0.1, None)
-    rollout.promote(ws, MODEL)
-    assert registry.resolve_alias(ws, MODEL, "production") == 3
-    promoted = events.list_events(ws, model=MODEL, kinds=("rollout.promoted",))[0]
-    assert promoted.payload["before"]["production"] == 1
-    assert registry.last_known_good(ws, MODEL) == 1  # v2 was rolled back from
+    assert registry.list_models(ws)[0].aliases == {"production": 1}
+    assert rollout.state(ws, MODEL).mode == "idle"
+    assert [e.kind for e in _rollback_events(ws)] == [
+        "alias.rollback",
+        "alias.deleted",
+        "rollout.rolled_back",
+    ]
+    assert registry.last_known_good(ws, MODEL) is None  # v2 was rolled back from
+
+
+def test_rollback_during_a_shadow_ends_the_shadow(ws: Workspace) -> None:
+    _register(ws, 3)
+    registry.set_alias(ws, MODEL, "production", 2)
+    rollout.start_shadow(ws, MODEL, 3)
+    registry.rollback(ws, MODEL)
+    assert registry.list_models(ws)[0].aliases == {"production": 1}
+    assert rollout.serving_plan(ws)[MODEL] == ServingPlan(1, None, 0.0, None)
+    ended = _rollback_events(ws)[-1]
+    assert (ended.kind, ended.payload["alias_moves"]) == (
+        "rollout.rolled_back",
+        [{"alias": "shadow", "version": None}],
+    )
+
+
+def test_rollback_without_a_rollout_writes_only_the_alias_move(ws: Workspace) -> None:
+    _register(ws, 2)
+    registry.set_alias(ws, MODEL, "production", 2)
+    registry.rollback(ws, MODEL)
+    assert [e.kind for e in _rollback_events(ws)] == ["alias.rollback"]
 
 
 def test_serving_plan_lists_every_model(two: Workspace) -> None:

@@ -101,6 +101,20 @@ LEGAL: list[tuple[str, RolloutState, Step, dict[str, Any], tuple[AliasMove, ...]
         {"mode": "idle", "candidate": None, "production": 1},
         (AliasMove("shadow", None),),
     ),
+    (
+        "rollback_during_a_canary",
+        _at_step(1),
+        lambda s: machine.rollback(s, 1, LATER, "incident"),
+        {"mode": "idle", "production": 1, "candidate": None, "weight": 0.0, "steps": ()},
+        (AliasMove("canary", None),),
+    ),
+    (
+        "rollback_during_a_shadow",
+        SHADOW,
+        lambda s: machine.rollback(s, 1, LATER),
+        {"mode": "idle", "production": 1, "candidate": None},
+        (AliasMove("shadow", None),),
+    ),
 ]
 
 
@@ -173,6 +187,7 @@ ILLEGAL: list[tuple[str, RolloutState, Step, type[ClosedloopError], str]] = [
      "no rollout"),
     ("stop_shadow_canary", CANARY, lambda s: machine.stop_shadow(s, T0), ConflictError,
      "canary of v2"),
+    ("rollback_idle", IDLE, lambda s: machine.rollback(s, 1, T0), ConflictError, "no rollout"),
 ]  # fmt: skip
 
 
@@ -220,6 +235,7 @@ def test_every_transition_has_an_ordered_rule_list() -> None:
         "abort",
         "start_shadow",
         "stop_shadow",
+        "rollback",
     }
     names = [name for name, _ in machine.POLICY["start_canary"]]
     assert names[0].startswith("mode_is_idle")

@@ -82,11 +82,15 @@ def status_cmd(as_json: bool) -> None:
         return
     if current is None:
         say("no agent has run on this store")
-    else:
-        state = "active" if body["active"] else "expired"
+    elif body["active"]:
         say(
-            f"agent {current['holder']} (token {current['token']}): "
-            f"lease {state} until {current['expires_at']}"
+            f"agent {current['holder']} is active: it holds the lease (token {current['token']}) "
+            f"until {_utc(current['expires_at'])}"
+        )
+    else:
+        say(
+            f"no agent is active: the lease of agent {current['holder']} "
+            f"(token {current['token']}) expired at {_utc(current['expires_at'])}"
         )
     if retrains:
         table(
@@ -104,6 +108,11 @@ def status_cmd(as_json: bool) -> None:
                 for r in retrains
             ],
         )
+
+
+def _utc(iso: str) -> str:
+    """``2026-01-02T03:04:05.678+00:00`` as ``2026-01-02 03:04:05 UTC``."""
+    return f"{iso[:19].replace('T', ' ')} UTC"
 
 
 @click.command("retrain")

@@ -108,17 +108,86 @@ def alias_group() -> None:
 @click.argument("alias")
 @click.argument("version", type=click.IntRange(min=1))
 @click.option("--reason", default="", help="Why (recorded in the event log).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Move production to a version the gate rejected or that was rolled back from "
+    "(needs --reason; recorded as forced).",
+)
 @json_option
 @command_runner
-def alias_set_cmd(model: str, alias: str, version: int, reason: str, as_json: bool) -> None:
-    """Point ALIAS of MODEL at VERSION (recorded; servers follow it without restart)."""
+def alias_set_cmd(
+    model: str, alias: str, version: int, reason: str, force: bool, as_json: bool
+) -> None:
+    """Point ALIAS of MODEL at VERSION (recorded; servers follow it without restart).
+
+    Production is not moved to a version the gate rejected, or one it was rolled back from,
+    unless --force is given with a --reason.
+    """
     from closedloop.services import registry
 
-    before = registry.set_alias(workspace(), model, alias, version, reason=reason)
+    before = registry.set_alias(workspace(), model, alias, version, reason=reason, force=force)
     if as_json:
         dump_json({"model": model, "alias": alias, "from_version": before, "to_version": version})
         return
     say(f"{model}@{alias}: v{before} → v{version}" if before else f"{model}@{alias} → v{version}")
+
+
+@alias_group.command("list")
+@click.argument("model")
+@json_option
+@command_runner
+def alias_list_cmd(model: str, as_json: bool) -> None:
+    """List MODEL's aliases: version, who moved each last, when and why."""
+    from closedloop.services import registry
+
+    found = registry.list_aliases(workspace(), model)
+    if as_json:
+        dump_json([a.to_dict() for a in found])
+        return
+    if not found:
+        say(f"{model} has no aliases; set one with `closedloop alias set {model} production N`")
+        return
+    rows = [
+        (
+            a.alias,
+            f"v{a.version}",
+            a.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            a.actor,
+            a.kind.removeprefix("alias."),
+            a.reason,
+        )
+        for a in found
+    ]
+    table(
+        f"aliases of {model}",
+        ["alias", "version", "moved (UTC)", "by", "how", "reason"],
+        rows,
+    )
+
+
+@alias_group.command("delete")
+@click.argument("model")
+@click.argument("alias")
+@click.option("--reason", default="", help="Why (recorded in the event log).")
+@click.option(
+    "--force", is_flag=True, help="Delete production even though it is what servers answer with."
+)
+@json_option
+@command_runner
+def alias_delete_cmd(model: str, alias: str, reason: str, force: bool, as_json: bool) -> None:
+    """Remove ALIAS of MODEL (recorded as alias.deleted).
+
+    Deleting production stops serving MODEL and needs --force. The canary or shadow alias of a
+    running rollout is removed by `closedloop rollout abort` / `stop-shadow`, not here.
+    """
+    from closedloop.services import registry
+
+    before = registry.delete_alias(workspace(), model, alias, reason=reason, force=force)
+    if as_json:
+        dump_json({"model": model, "alias": alias, "from_version": before, "to_version": None})
+        return
+    say(f"{model}@{alias} deleted (it pointed at v{before})")
 
 
 @click.command("rollback")
@@ -127,17 +196,33 @@ def alias_set_cmd(model: str, alias: str, version: int, reason: str, as_json: bo
 @json_option
 @command_runner
 def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
-    """Move MODEL's production alias to its last known-good version."""
-    from closedloop.services import registry
+    """Move MODEL's production alias to its last known-good version.
 
-    before, after = registry.rollback(workspace(), model, reason=reason)
+    A canary or shadow running at that moment ends with it, and the rollback_done alert is
+    raised at once.
+    """
+    from closedloop.services import registry, rollout
+
+    ws = workspace()
+    running = rollout.state(ws, model)
+    before, after = registry.rollback(ws, model, reason=reason)
+    ended = running.mode != "idle" and rollout.state(ws, model).mode == "idle"
     if as_json:
-        dump_json({"model": model, "from_version": before, "to_version": after})
+        dump_json(
+            {
+                "model": model,
+                "from_version": before,
+                "to_version": after,
+                "rollout_ended": running.mode if ended else None,
+            }
+        )
         return
     say(
         f"{model}: production rolled back from v{before} to v{after} "
         "(servers pick it up without restart)"
     )
+    if ended:
+        say(f"{model}: the {running.mode} of v{running.candidate} ended with the rollback")
 
 
 @click.command("runs")

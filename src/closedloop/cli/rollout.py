@@ -121,15 +121,76 @@ def start_cmd(
 @json_option
 @command_runner
 def status_cmd(model: str, as_json: bool) -> None:
-    """Show MODEL's rollout: mode, versions, weight, steps and timing."""
+    """Show MODEL's rollout: mode, versions, traffic share in percent, steps and timing.
+
+    With --json, ``weight``/``steps`` are fractions of the traffic and ``percent``/
+    ``steps_percent`` the same figures in percent.
+    """
     from closedloop.services import rollout
 
     body = rollout.status(workspace(), model)
     if as_json:
         dump_json(body)
         return
-    rows = [(key, _show(value)) for key, value in body.items()]
-    table(f"rollout of {model}", ["field", "value"], rows)
+    for line in describe_status(body):
+        say(line)
+
+
+def describe_status(body: dict[str, Any]) -> list[str]:
+    """``rollout status`` in sentences, traffic shares in percent."""
+    model, mode, production = body["model"], body["mode"], body["production"]
+    serving = f"production v{production}" if production is not None else "no production version"
+    if mode == "idle":
+        return [f"{model}: no rollout; {serving} serves all traffic"]
+    since = str(body.get("started_at") or "")[:19].replace("T", " ")
+    if mode == "shadow":
+        return [
+            f"{model}: shadow v{body['candidate']} receives a copy of all traffic "
+            f"since {since} UTC (its answers are logged, never returned)",
+            f"{serving} answers every request",
+        ]
+    steps = body["steps_percent"]
+    share = body["percent"]
+    timing = (
+        f"for {_duration(body['step_seconds'])} of {_duration(body['step_duration_seconds'])}"
+        if "step_seconds" in body
+        else f"steps of {_duration(body['step_duration_seconds'])}"
+    )
+    lines = [
+        f"{model}: canary v{body['candidate']} at {_pct(share)} "
+        f"(step {body['step_index'] + 1} of {len(steps)}: "
+        f"{' → '.join(f'{s:g}' for s in steps)} %), {timing}",
+        f"{serving} serves the other {_pct(100 - share)}; canary started {since} UTC",
+    ]
+    if "next_step_at" in body:
+        nxt = (
+            "promotes"
+            if body["promotes_next"]
+            else f"moves to {_pct(steps[body['step_index'] + 1])}"
+        )
+        when = (
+            "now, once the guardrails pass"
+            if body["step_elapsed"]
+            else f"at {str(body['next_step_at'])[:19].replace('T', ' ')} UTC at the earliest, "
+            "if the guardrails pass"
+        )
+        lines.append(f"next step: {nxt} {when} (`closedloop rollout evaluate {model}`)")
+    return lines
+
+
+def _pct(value: float) -> str:
+    return f"{value:g} %"
+
+
+def _duration(seconds: float) -> str:
+    """45 s, 3 min, 1.5 h, 2 d."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 86400:.3g} d"
 
 
 @rollout_group.command("evaluate")
@@ -151,13 +212,15 @@ def evaluate_cmd(model: str, as_json: bool) -> None:
             _show(c["canary"]),
             _show(c["production"]),
             _show(c["threshold"]),
-            {True: "pass", False: "FAIL", None: "—"}[c["passed"]],
+            {True: "pass", False: "FAIL", None: "not judged"}[c["passed"]],
             c.get("note", ""),
         )
         for c in verdict["checks"]
     ]
     table(
-        f"guardrails of {model}", ["check", "canary", "production", "threshold", "", "note"], rows
+        f"guardrails of {model}",
+        ["check", "canary", "production", "threshold", "result", "note"],
+        rows,
     )
     say(f"{model}: {verdict['action']} — {'; '.join(verdict['reasons'])}")
 
@@ -195,7 +258,7 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
         f"{m['alias']}→{'removed' if m['version'] is None else 'v' + str(m['version'])}"
         for m in result.get("alias_moves", [])
     )
-    weight = f" at {after['weight'] * 100:g}%" if after["mode"] == "canary" else ""
+    weight = f" at {_pct(after['percent'])}" if after["mode"] == "canary" else ""
     version = f" v{after['candidate']}" if after["candidate"] is not None else ""
     say(
         f"{model}: {result['transition']}; now {after['mode']}{version}{weight}, "

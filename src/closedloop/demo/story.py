@@ -201,7 +201,7 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         )
     alerts = [e for e in events.list_events(ws, model=MODEL, kinds=("alert.raised",))]
     print(
-        f"    alerts raised by the agent: {', '.join(str(e.payload['kind']) for e in alerts)} "
+        f"    alerts raised: {', '.join(str(e.payload['kind']) for e in alerts)} "
         "(also in .closedloop/alerts.log; set alerts.webhook_url for Slack)"
     )
     for e in events.list_events(ws, model=MODEL):

@@ -34,6 +34,8 @@ promote        canary              idle                production → candidate,
 abort          canary              idle                canary removed (production never moved)
 start_shadow   idle                shadow              shadow → candidate
 stop_shadow    shadow              idle                shadow removed
+rollback       canary or shadow    idle                canary or shadow removed (production was
+                                                       rolled back in the same transaction)
 =============  ==================  ==================  =========================================
 
 State conflicts raise :class:`ConflictError`; malformed arguments (weights, steps, durations)
@@ -103,13 +105,17 @@ class RolloutState:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; ``weight`` and ``steps`` are fractions of the traffic in (0, 1],
+        ``percent`` and ``steps_percent`` the same figures in percent (what the CLI shows)."""
         return {
             "model": self.model,
             "mode": self.mode,
             "production": self.production,
             "candidate": self.candidate,
             "weight": self.weight,
+            "percent": percent(self.weight),
             "steps": list(self.steps),
+            "steps_percent": [percent(s) for s in self.steps],
             "step_index": self.step_index,
             "step_started_at": _iso(self.step_started_at),
             "step_duration_seconds": self.step_duration.total_seconds(),
@@ -291,6 +297,10 @@ POLICY: dict[str, tuple[Rule, ...]] = {
         ("candidate_is_not_production", _candidate_is_not_production),
     ),
     "stop_shadow": (_mode_is("shadow", action="stop the shadow of"),),
+    "rollback": (
+        _mode_is("canary", "shadow", action="end the rollout of"),
+        ("version_is_positive", _version_is_positive),
+    ),
 }
 """Each transition's rules, checked in order; the first that fails raises its error."""
 
@@ -432,6 +442,26 @@ def stop_shadow(state: RolloutState, now: datetime) -> tuple[RolloutState, Trans
     after = _idle(state, state.production)
     moves = (AliasMove(SHADOW, None),)
     return _transition("shadow_stopped", state, after, state.candidate, moves, rules, now)
+
+
+def rollback(
+    state: RolloutState, production: int, now: datetime, reason: str = ""
+) -> tuple[RolloutState, Transition]:
+    """End a running canary or shadow because production was rolled back to ``production``.
+
+    ``state`` is the rollout as it stood before the rollback (its ``production`` is the version
+    rolled back from). The candidate's alias is removed; what serves afterwards is production
+    alone, as after an abort.
+    """
+    rules = _apply_rules("rollback", state, Request(version=production))
+    after = _idle(state, production)
+    moves = (AliasMove(CANARY if state.mode == "canary" else SHADOW, None),)
+    return _transition("rolled_back", state, after, state.candidate, moves, rules, now, reason)
+
+
+def percent(weight: float) -> float:
+    """A traffic share as a percentage (0.25 → 25.0), without float noise."""
+    return round(weight * 100, 6)
 
 
 def _iso(value: datetime | None) -> str | None:

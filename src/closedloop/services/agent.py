@@ -2,7 +2,8 @@
 
 Each pass, while holding the lease (:mod:`closedloop.services.lease`), for the pipeline's model:
 
-1. **Rollbacks** — every ``alias.rollback`` not yet alerted gets a ``rollback_done`` alert.
+1. **Rollbacks** — every ``alias.rollback`` not yet alerted gets a ``rollback_done`` alert (the
+   rollback raises it itself; this catches one whose alert could not be raised then).
 2. **Rollout** — a running canary is evaluated on its guardrails
    (:func:`closedloop.services.rollout.evaluate`): it advances, is promoted, or is aborted
    (production restored, ``canary_aborted`` alert).
@@ -451,21 +452,16 @@ class Agent:
         moves = events.list_events(self.ws, model=self.policy.model, kinds=("alias.rollback",))
         if not moves:
             return
+        from closedloop.services.alerts import rollback_alert
+
         done = self._alerted_sources("rollback_done")
         for move in moves:
-            if move.id in done:
+            if move.id in done:  # raised by the rollback itself, or by an earlier pass
                 continue
-            old, new = move.payload.get("from_version"), move.payload.get("to_version")
-            self._alert(
-                "rollback_done",
-                "warning",
-                f"{self.policy.model}: production rolled back to v{move.version}",
-                f"{move.actor} rolled production back"
-                + (f" from v{old} to v{new}" if old and new else "")
-                + (f": {move.reason}" if move.reason else "."),
-                version=move.version,
-                details={"source_event": move.id, "from_version": old, "actor": move.actor},
-            )
+            try:
+                self.alerts.send(rollback_alert(move), actor=ACTOR)
+            except ClosedloopError as exc:  # an alert must never stop the loop
+                log.warning("alert rollback_done could not be recorded: %s", exc.message)
             report.add("alert", kind="rollback_done", source_event=move.id)
 
     # -- 2. the running rollout ---------------------------------------------------------------

@@ -561,6 +561,27 @@ def _outcomes(conn: Connection, first_id: int) -> dict[int, Event]:
     return found
 
 
+# --- alerts raised by services ---------------------------------------------------------------
+
+
+def rollback_alert(move: Event) -> Alert:
+    """The ``rollback_done`` alert for an ``alias.rollback`` event (``details.source_event`` is
+    the event's id: one alert per rollback, whoever raises it)."""
+    old, new = move.payload.get("from_version"), move.payload.get("to_version")
+    return Alert(
+        kind="rollback_done",
+        severity="warning",
+        model=move.model or "",
+        version=move.version,
+        title=f"{move.model}: production rolled back to v{move.version}",
+        text=f"{move.actor} rolled production back"
+        + (f" from v{old} to v{new}" if old and new else "")
+        + (f": {move.reason}" if move.reason else "."),
+        details={"source_event": move.id, "from_version": old, "actor": move.actor},
+        ts=move.ts,
+    )
+
+
 # --- the test alert --------------------------------------------------------------------------
 
 TEST_TITLE = "Test alert from closedloop"

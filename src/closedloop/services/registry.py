@@ -3,7 +3,12 @@
 Versions are numbered 1, 2, 3 … per model. A number is allocated inside the write transaction that
 inserts the version, under the model row's lock (``BEGIN IMMEDIATE`` on SQLite, ``SELECT … FOR
 UPDATE`` on PostgreSQL), so concurrent registrations never collide. Alias moves and their events are
-one transaction. A rollback is an alias move to the last known-good version and nothing else.
+one transaction. A rollback is an alias move to the last known-good version; a canary or shadow
+running at that moment ends in the same transaction (``rollout.rolled_back``), and the
+``rollback_done`` alert is raised as soon as the move commits.
+
+Moving ``production`` to a version the gate rejected, or one production was rolled back from,
+is refused unless forced with a reason (recorded on the event as ``forced``).
 
 *Last known-good* version: the most recent version, other than the current production one, that was
 in production before and was never rolled back from.
@@ -21,19 +26,29 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from closedloop.errors import ConflictError, InvalidInputError, ModelLoadError, NotFoundError
+from closedloop.errors import (
+    ClosedloopError,
+    ConflictError,
+    GateRejectedError,
+    InvalidInputError,
+    ModelLoadError,
+    NotFoundError,
+)
 from closedloop.services import events
 from closedloop.services.events import as_utc, utcnow
 from closedloop.services.workspace import Workspace, default_actor
-from closedloop.storage.metadata.tables import aliases, models, versions
+from closedloop.storage.metadata.tables import aliases, models, rollouts, versions
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from closedloop.domain.model import LoadedVersion
     from closedloop.domain.signature import Signature
+    from closedloop.services.alerts import AlertSender
 
 PRODUCTION = "production"
+ROLLOUT_ALIASES = {"canary": ("canary", "abort"), "shadow": ("shadow", "stop-shadow")}
+"""The aliases a running rollout owns: alias → (rollout mode, the command that ends it)."""
 REFERENCE_SAMPLE_ROWS = 100_000
 ALIAS_KINDS = ("alias.set", "alias.rollback", "alias.deleted")
 
@@ -75,6 +90,24 @@ class ModelInfo:
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out["created_at"] = self.created_at.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class AliasInfo:
+    """An alias as it stands, with its last move: who, when, why."""
+
+    model: str
+    alias: str
+    version: int
+    updated_at: datetime
+    actor: str
+    reason: str
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["updated_at"] = self.updated_at.isoformat()
         return out
 
 
@@ -332,11 +365,13 @@ def _move_alias(
     actor: str,
     reason: str,
     extra: dict[str, Any] | None = None,
-) -> int | None:
+    now: datetime | None = None,
+) -> tuple[int | None, int]:
+    """Point ``alias`` at ``number``; returns the previous version and the event's id."""
     model_id = _model_id(conn, model, lock=True)
     _get_version(conn, model, number)
     previous = _aliases_of(conn, model_id).get(alias)
-    now = utcnow()
+    now = now or utcnow()
     if previous is None:
         conn.execute(
             aliases.insert().values(
@@ -350,10 +385,32 @@ def _move_alias(
             .values(version_number=number, updated_at=now)
         )
     payload = {"alias": alias, "from_version": previous, "to_version": number, **(extra or {})}
-    events.record(
+    event_id = events.record(
         conn, kind, actor=actor, model=model, version=number, payload=payload, reason=reason, ts=now
     )
-    return previous
+    return previous, event_id
+
+
+def _refusal(conn: Connection, model: str, number: int) -> ClosedloopError | None:
+    """Why ``number`` must not become production without ``force`` (None when it may)."""
+    gate = _get_version(conn, model, number).lineage.get("gate") or {}
+    if gate and gate.get("passed") is False:
+        why = gate.get("reason") or "no reason recorded"
+        return GateRejectedError(
+            f"{model} v{number} was rejected by the gate ({why}); "
+            "pass --force --reason '…' to promote it anyway.",
+            hint=f"`closedloop versions {model}` shows each version's gate decision.",
+        )
+    for move in events.query(conn, model=model, kinds=("alias.rollback",)):
+        if move.payload.get("from_version") == number:
+            why = f": {move.reason}" if move.reason else ""
+            return ConflictError(
+                f"{model} v{number} was rolled back from production on "
+                f"{move.ts:%Y-%m-%d %H:%M} UTC by {move.actor}{why}; "
+                "pass --force --reason '…' to promote it anyway.",
+                hint=f"`closedloop history {model}` shows the rollback.",
+            )
+    return None
 
 
 def set_alias(
@@ -365,11 +422,16 @@ def set_alias(
     actor: str | None = None,
     reason: str = "",
     expected: int | EllipsisType | None = ...,
+    force: bool = False,
 ) -> int | None:
     """Point ``alias`` at version ``number``; returns the version it pointed to before.
 
     With ``expected``, the move happens only if the alias still points there (None: unset);
     otherwise ConflictError: a compare-and-set for callers that decided on an earlier view.
+
+    ``production`` is not moved to a version the gate rejected (GateRejectedError) or one that
+    production was rolled back from (ConflictError) unless ``force`` is set with a ``reason``;
+    the forced move's event carries ``forced: true`` and what was overridden.
     """
     _check_name("alias", alias)
     with ws.metadata.write() as conn:
@@ -380,7 +442,19 @@ def set_alias(
                     f"{model}@{alias} moved to v{current} (expected v{expected}); not moved.",
                     hint="Look at `closedloop history` and decide again.",
                 )
-        return _move_alias(
+        extra: dict[str, Any] = {}
+        refusal = _refusal(conn, model, number) if alias == PRODUCTION else None
+        if refusal is not None:
+            if not force:
+                raise refusal
+            if not reason.strip():
+                raise InvalidInputError(
+                    f"Forcing {model} v{number} into production needs a reason. "
+                    f"Overriding: {refusal.message.partition('; pass')[0]}.",
+                    hint="Add --reason '…' (recorded in the event log).",
+                )
+            extra = {"forced": True, "overridden": refusal.message.partition("; pass")[0]}
+        previous, _ = _move_alias(
             conn,
             model,
             alias,
@@ -388,6 +462,105 @@ def set_alias(
             kind="alias.set",
             actor=actor or default_actor(),
             reason=reason,
+            extra=extra,
+        )
+        return previous
+
+
+def list_aliases(ws: Workspace, model: str) -> list[AliasInfo]:
+    """Every alias of ``model`` with its version and its last move (who, when, why)."""
+    with ws.metadata.read() as conn:
+        model_id = _model_id(conn, model)
+        rows = conn.execute(
+            select(aliases).where(aliases.c.model_id == model_id).order_by(aliases.c.name)
+        ).all()
+        last: dict[str, events.Event] = {}
+        for move in events.query(conn, model=model, kinds=ALIAS_KINDS):
+            last[str(move.payload.get("alias"))] = move
+    found = []
+    for row in rows:
+        latest = last.get(row.name)
+        found.append(
+            AliasInfo(
+                model=model,
+                alias=row.name,
+                version=int(row.version_number),
+                updated_at=as_utc(row.updated_at),
+                actor=latest.actor if latest else "",
+                reason=latest.reason if latest else "",
+                kind=latest.kind if latest else "",
+            )
+        )
+    return found
+
+
+def delete_alias(
+    ws: Workspace,
+    model: str,
+    alias: str,
+    *,
+    actor: str | None = None,
+    reason: str = "",
+    force: bool = False,
+) -> int:
+    """Remove ``alias`` (recorded as ``alias.deleted``); returns the version it pointed to.
+
+    ``production`` is what servers answer with: deleting it is refused unless ``force``. The
+    ``canary`` or ``shadow`` alias of a running rollout is never deleted here: the rollout is
+    ended with ``closedloop rollout abort`` / ``stop-shadow``, which removes it.
+    """
+    _check_name("alias", alias)
+    with ws.metadata.write() as conn:
+        model_id = _model_id(conn, model, lock=True)
+        current = _aliases_of(conn, model_id).get(alias)
+        if current is None:
+            raise NotFoundError(
+                f"Model {model!r} has no alias {alias!r}.",
+                hint=f"List its aliases with `closedloop alias list {model}`.",
+            )
+        _check_deletable(conn, model_id, model, alias, current, force=force)
+        now = utcnow()
+        conn.execute(
+            aliases.delete().where(aliases.c.model_id == model_id, aliases.c.name == alias)
+        )
+        payload: dict[str, Any] = {"alias": alias, "from_version": current, "to_version": None}
+        if force and alias == PRODUCTION:
+            payload["forced"] = True
+        events.record(
+            conn,
+            "alias.deleted",
+            actor=actor or default_actor(),
+            model=model,
+            version=current,
+            payload=payload,
+            reason=reason,
+            ts=now,
+        )
+    return current
+
+
+def _check_deletable(
+    conn: Connection, model_id: int, model: str, alias: str, current: int, *, force: bool
+) -> None:
+    if alias == PRODUCTION and not force:
+        raise ConflictError(
+            f"{model}@production (v{current}) is what servers answer {model!r} with; "
+            "deleting it stops serving the model.",
+            hint=f"Move it with `closedloop alias set {model} production N`, or pass --force "
+            "to delete it anyway.",
+        )
+    if alias not in ROLLOUT_ALIASES:
+        return
+    mode, command = ROLLOUT_ALIASES[alias]
+    row = conn.execute(
+        select(rollouts.c.mode, rollouts.c.candidate_version).where(rollouts.c.model_id == model_id)
+    ).first()
+    if row is not None and row.mode == mode and row.candidate_version == current:
+        raise ConflictError(
+            f"{model}@{alias} (v{current}) belongs to the running {mode} of {model!r}; "
+            "deleting the alias alone would leave the rollout half-ended.",
+            hint=f"End the {mode} with `closedloop rollout {command} {model}`, which removes "
+            "the alias.",
         )
 
 
@@ -411,7 +584,11 @@ def alias_at(ws: Workspace, model: str, alias: str, when: datetime) -> int | Non
 
 def _last_known_good(moves: list[events.Event], current: int | None) -> int | None:
     rolled_back_from = {m.payload.get("from_version") for m in moves if m.kind == "alias.rollback"}
-    served = [m.payload["to_version"] for m in moves if m.payload.get("alias") == PRODUCTION]
+    served = [
+        m.payload["to_version"]
+        for m in moves
+        if m.payload.get("alias") == PRODUCTION and m.payload.get("to_version") is not None
+    ]
     for number in reversed(served):
         if number != current and number not in rolled_back_from:
             return int(number)
@@ -428,9 +605,24 @@ def last_known_good(ws: Workspace, model: str) -> int | None:
 
 
 def rollback(
-    ws: Workspace, model: str, *, actor: str | None = None, reason: str = ""
+    ws: Workspace,
+    model: str,
+    *,
+    actor: str | None = None,
+    reason: str = "",
+    alerts: AlertSender | None = None,
 ) -> tuple[int, int]:
-    """Move production to the last known-good version; returns (from_version, to_version)."""
+    """Move production to the last known-good version; returns (from_version, to_version).
+
+    A canary or shadow running at that moment ends in the same transaction (its alias removed,
+    ``rollout.rolled_back`` recorded). Once committed, the ``rollback_done`` alert is raised
+    through ``alerts`` (a sender of its own when None); an alert that cannot be raised is logged
+    and never undoes the rollback.
+    """
+    from closedloop.services import rollout  # rollout imports this module
+
+    actor = actor or default_actor()
+    reason = reason or "rollback to the last known-good version"
     with ws.metadata.write() as conn:
         model_id = _model_id(conn, model, lock=True)
         current = _aliases_of(conn, model_id).get(PRODUCTION)
@@ -444,16 +636,58 @@ def rollback(
                 f"(version {current} is the only one that served production).",
                 hint=f"Set production explicitly: `closedloop alias set {model} production N`.",
             )
-        _move_alias(
+        now = utcnow()
+        _, event_id = _move_alias(
             conn,
             model,
             PRODUCTION,
             target,
             kind="alias.rollback",
-            actor=actor or default_actor(),
-            reason=reason or "rollback to the last known-good version",
+            actor=actor,
+            reason=reason,
+            now=now,
         )
+        rollout.end_for_rollback(
+            conn,
+            model_id,
+            model,
+            from_version=current,
+            to_version=target,
+            actor=actor,
+            reason=reason,
+            now=now,
+            rollback_event=event_id,
+        )
+    move = events.Event(
+        id=event_id,
+        ts=now,
+        actor=actor,
+        kind="alias.rollback",
+        model=model,
+        version=target,
+        payload={"alias": PRODUCTION, "from_version": current, "to_version": target},
+        reason=reason,
+    )
+    _raise_rollback_alert(ws, move, alerts)
     return current, target
+
+
+def _raise_rollback_alert(ws: Workspace, move: events.Event, alerts: AlertSender | None) -> None:
+    import logging
+
+    from closedloop.services.alerts import AlertSender, rollback_alert
+
+    try:
+        sender = alerts or AlertSender(ws)
+        try:
+            sender.send(rollback_alert(move), actor=move.actor)
+        finally:
+            if alerts is None:
+                sender.close(timeout=5.0)
+    except ClosedloopError as exc:  # the rollback is done; a failed alert must not hide that
+        logging.getLogger("closedloop.registry").warning(
+            "rollback_done alert for %s could not be raised: %s", move.model, exc.message
+        )
 
 
 def load_version(ws: Workspace, model: str, number: int) -> LoadedVersion:

@@ -14,11 +14,11 @@ runs the guardrails (:mod:`closedloop.domain.guardrails`) and applies the verdic
 rollout did not change meanwhile (compare-and-set on mode, candidate and step), recording every
 check's figures in the event payload (``rollout.evaluated`` for a ``wait``).
 
-Rollback during a canary: :func:`closedloop.services.registry.rollback` keeps working and only
-moves ``production``. The canary **continues against the new production**: the rollout does not
-store the production version; guardrails compare the candidate with whatever production is when
-they run (rows of the current production version in the window) and a later promotion moves
-production from that version. Abort the canary explicitly if the incident calls for it.
+Rollback during a canary or a shadow: :func:`closedloop.services.registry.rollback` moves
+``production`` and, in the same transaction, ends the rollout (:func:`end_for_rollback`: the
+``canary``/``shadow`` alias is removed and ``rollout.rolled_back`` is recorded, pointing at the
+``alias.rollback`` event). After a rollback production serves everything; start a new canary
+when the incident is over.
 
 :func:`serving_plan` is what a serving host polls: one query for every model's production,
 canary (with weight) and shadow version.
@@ -27,7 +27,7 @@ canary (with weight) and shadow version.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -215,31 +215,81 @@ def _apply(
         after, transition = step(state)
         if check_version is not None:
             _check_version(conn, model_id, model, check_version)
-        for move in transition.alias_moves:
-            move_alias(
-                conn,
-                model_id,
-                model,
-                move.alias,
-                move.version,
-                actor=actor,
-                reason=reason or f"rollout {transition.name}",
-                now=now,
-                extra={"rollout": transition.name},
-            )
-        _save(conn, model_id, after, now)
-        body = {**transition.to_dict(), **(payload or {})}
-        events.record(
-            conn,
-            transition.kind,
-            actor=actor,
-            model=model,
-            version=transition.version,
-            payload=body,
-            reason=reason,
-            ts=now,
+        return _commit(
+            conn, model_id, after, transition, actor=actor, reason=reason, now=now, payload=payload
         )
+
+
+def _commit(
+    conn: Connection,
+    model_id: int,
+    after: RolloutState,
+    transition: machine.Transition,
+    *,
+    actor: str,
+    reason: str,
+    now: datetime,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Inside the caller's transaction: the transition's alias moves, the row, the event."""
+    model = transition.model
+    for move in transition.alias_moves:
+        move_alias(
+            conn,
+            model_id,
+            model,
+            move.alias,
+            move.version,
+            actor=actor,
+            reason=reason or f"rollout {transition.name}",
+            now=now,
+            extra={"rollout": transition.name},
+        )
+    _save(conn, model_id, after, now)
+    body = {**transition.to_dict(), **(payload or {})}
+    events.record(
+        conn,
+        transition.kind,
+        actor=actor,
+        model=model,
+        version=transition.version,
+        payload=body,
+        reason=reason,
+        ts=now,
+    )
     return {**body, "state": after.to_dict()}
+
+
+def end_for_rollback(
+    conn: Connection,
+    model_id: int,
+    model: str,
+    *,
+    from_version: int,
+    to_version: int,
+    actor: str,
+    reason: str,
+    now: datetime,
+    rollback_event: int,
+) -> dict[str, Any] | None:
+    """Inside a rollback's write transaction (production already moved from ``from_version`` to
+    ``to_version``): end a running canary or shadow, removing its alias and recording
+    ``rollout.rolled_back``. Returns the transition, or None when no rollout was running."""
+    state = _load(conn, model_id, model)
+    if state.mode == "idle":
+        return None
+    before = replace(state, production=from_version)
+    after, transition = machine.rollback(before, to_version, now, reason)
+    return _commit(
+        conn,
+        model_id,
+        after,
+        transition,
+        actor=actor,
+        reason=reason,
+        now=now,
+        payload={"rollback_event": rollback_event},
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,12 +418,17 @@ def state(ws: Workspace, model: str) -> RolloutState:
 
 
 def status(ws: Workspace, model: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """The rollout of ``model`` as a JSON-friendly dict (mode, versions, weight, steps, timing)."""
+    """The rollout of ``model`` as a JSON-friendly dict: mode, versions, ``weight``/``steps``
+    (fractions) and ``percent``/``steps_percent``; for a canary also the step's timing
+    (``step_number`` counts from 1, ``step_seconds`` is how long the step has run,
+    ``step_elapsed`` whether it ran its full ``step_duration_seconds``)."""
     current = state(ws, model)
     body = current.to_dict()
     now = now or utcnow()
     if current.mode == "canary" and current.step_started_at is not None:
         due = current.step_started_at + current.step_duration
+        body["step_number"] = current.step_index + 1
+        body["step_seconds"] = max((now - current.step_started_at).total_seconds(), 0.0)
         body["next_step_at"] = due.isoformat()
         body["step_elapsed"] = current.step_elapsed(now)
         body["promotes_next"] = current.promotes_next
