@@ -132,7 +132,9 @@ def test_the_page_parses_and_holds_summary_plots_and_table(
     assert text.startswith("<!DOCTYPE html>")
     assert page.title == "loans v1"
     assert report.drifted and set(report.drifted_columns) == set(LoanSimulator.drifted_columns)
-    assert f"DRIFT in {report.n_drifted} of {len(report.columns)} columns" in text
+    label = f"{report.n_drifted} of {len(report.columns)} columns"
+    assert f'<span class="verdict drift">DRIFT: {label}</span>' in text
+    assert f'<li class="reason counted" data-signal="columns">per-column drift in {label}' in text
     assert f"{report.n_reference:,} reference" in text and f"{report.n_current:,} current" in text
     assert "bonferroni" in text
 

@@ -459,11 +459,12 @@ def _performance_figure(performance: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
+    from closedloop.domain.verdict import verdict_reasons
+
     n_columns = len(report.columns)
     if report.drifted:
-        verdict = (
-            f'<span class="verdict drift">DRIFT in {report.n_drifted} of {n_columns} columns</span>'
-        )
+        labels = [r.label for r in verdict_reasons(report) if r.counted]
+        verdict = f'<span class="verdict drift">DRIFT: {_esc(", ".join(labels))}</span>'
     else:
         verdict = f'<span class="verdict ok">No drift in {n_columns} columns</span>'
     drifted = ", ".join(f"<code>{_esc(c)}</code>" for c in report.drifted_columns) or "none"
@@ -485,6 +486,37 @@ def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame
         )
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return f'<p id="verdict">{verdict}</p><dl class="summary">{body}</dl>'
+
+
+def _why(report: DriftReport, outputs: Mapping[str, Any] | None) -> str:
+    """The "Why" section: each signal that fired, whether it counts in the verdict."""
+    from closedloop.domain.verdict import verdict_reasons
+
+    reasons = verdict_reasons(report, outputs)
+    counted = [r for r in reasons if r.counted]
+    other = [r for r in reasons if not r.counted]
+    parts = ['<section id="why"><h2>Why</h2>']
+    if counted:
+        items = "".join(
+            f'<li class="reason counted" data-signal="{r.signal}">{_esc(r.text)}</li>'
+            for r in counted
+        )
+        parts.append(f"<p>The verdict is DRIFT because of:</p><ul>{items}</ul>")
+    else:
+        parts.append(
+            f"<p>No signal counted: no column drifted after the {_esc(report.correction)} "
+            "correction"
+            + ("" if report.multivariate is None else " and the domain classifier did not tell "
+               "current rows from reference rows apart")
+            + ".</p>"
+        )
+    if other:
+        items = "".join(
+            f'<li class="reason" data-signal="{r.signal}">{_esc(r.text)}</li>' for r in other
+        )
+        parts.append(f"<p>Also seen (not counted in the verdict):</p><ul>{items}</ul>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 _TABLE_HEAD = (
@@ -543,6 +575,7 @@ def render_drift_report(
     history: list[dict[str, Any]] | None = None,
     performance: dict[str, Any] | None = None,
     notes: Sequence[str] = (),
+    outputs: Mapping[str, Any] | None = None,
 ) -> str:
     """A self-contained HTML page (a ``str``) for one drift report.
 
@@ -564,7 +597,8 @@ def render_drift_report(
         }
 
     Series without ``x`` are plotted against the window number 1..n. ``notes`` are extra
-    paragraphs shown under the title (plain text, escaped).
+    paragraphs shown under the title (plain text, escaped). ``outputs`` is a monitor check's
+    prediction drift and performance: the "Why" section then states those signals too.
     """
     if not isinstance(report, DriftReport):
         raise InvalidInputError(
@@ -600,6 +634,7 @@ def render_drift_report(
         '<section id="summary"><h2>Summary</h2>',
         _summary(report, reference, current),
         "</section>",
+        _why(report, outputs),
         '<section id="tests"><h2>Tests per column</h2>',
         _table(report),
         "</section>",
@@ -683,6 +718,7 @@ def render_model_report(ws: Workspace, model: str, *, checks: int = 20) -> str:
         history=history,
         notes=notes,
         performance=_performance_series(history),
+        outputs=latest["result"].get("outputs"),
     )
 
 

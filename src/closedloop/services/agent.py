@@ -547,12 +547,15 @@ class Agent:
         )
         if result.alerted and result.alert_event_id is not None:
             columns = list(result.check.report.drifted_columns)
+            why = "".join(
+                f"\n• {'' if r.counted else '(not counted) '}{r.text}"
+                for r in result.check.reasons()
+            )
             self._alert(
                 "drift",
                 "warning",
                 f"{model}: drift on v{production}",
-                f"{decision.reason.rstrip('.')}. "
-                f"Drifted: {', '.join(columns) or 'the joint distribution'}.",
+                f"{decision.reason.rstrip('.')}. Why:{why}",
                 version=production,
                 details={"source_event": result.alert_event_id, "check_id": result.check.id},
             )

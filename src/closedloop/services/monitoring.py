@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from closedloop.domain.drift import DriftReport
+    from closedloop.domain.verdict import Reason
     from closedloop.services.workspace import Workspace
 
 
@@ -253,6 +254,12 @@ class CheckResult:
     """Prediction drift, label drift and performance (:mod:`.outputs`)."""
     window: dict[str, Any] = field(default_factory=dict)
     """The checked rows: ``rows`` and the ``start``/``end`` of their log timestamps."""
+
+    def reasons(self) -> list[Reason]:
+        """Why the verdict is what it is (:func:`closedloop.domain.verdict.verdict_reasons`)."""
+        from closedloop.domain.verdict import verdict_reasons
+
+        return verdict_reasons(self.report, self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
