@@ -466,6 +466,7 @@ def test_monitor_flags_drift_in_logged_traffic_and_records_each_check(project: P
     assert {c["column"] for c in second["columns"] if c["drifted"]} == DRIFTED
     assert second["check_id"] != first["check_id"]
 
+    _log_traffic(project, sim.stream(2000, start=sim.drift_at + 2000))  # a new window
     human = cli(project, "monitor", MODEL, "--window", "2000")
     assert human.returncode == 1, human.stderr
     assert "DRIFT: per-column drift in 3 of 8 columns" in human.stdout
@@ -492,6 +493,24 @@ def test_monitor_with_too_few_rows_says_how_many(project: Path) -> None:
     assert "monitor.min_rows" in error
     assert as_json(result)["error"]["code"] == "conflict"
     assert _check_events(project) == []
+
+
+def test_monitor_without_new_traffic_gives_one_message_and_no_verdict(project: Path) -> None:
+    _log_traffic(project, LoanSimulator(seed=4).stream(1500))
+    first = cli(project, "monitor", MODEL)
+    assert first.returncode == 0, first.stderr
+    assert "no drift in 8 columns" in first.stdout
+    assert f"check 1 of {MODEL} recorded" in first.stdout
+
+    again = cli(project, "monitor", MODEL)  # nothing was logged since: the same window
+    error = assert_clean_error(again, "No new traffic", f"'{MODEL}' version 1", "since check 1")
+    assert again.stdout == ""  # no table, no "no drift" line before the error
+    assert "Only 0 rows" not in again.stdout + again.stderr
+    assert "hint: Run the monitor again once the model has answered more requests." in (
+        again.stderr
+    ), error
+    assert as_json(cli(project, "monitor", MODEL, "--json"))["error"]["code"] == "conflict"
+    assert len(_check_events(project)) == 1
 
 
 def test_monitor_without_production_is_an_error(project: Path) -> None:

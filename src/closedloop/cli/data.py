@@ -237,7 +237,8 @@ def monitor_cmd(
 
     The check is recorded in the store. An alert (a `monitor.alert` event) is raised when
     monitor.persistence consecutive windows drifted, at most once per monitor.cooldown_seconds.
-    Exits 1 when drift is found, 0 when not, 2 on error.
+    Exits 1 when drift is found, 0 when not, 2 on error — including no verdict: fewer than
+    monitor.min_rows logged rows, or no new traffic since the version's last check.
     """
     from closedloop.services.monitors import run_monitor
 
@@ -265,7 +266,7 @@ def monitor_cmd(
             check.outputs,
         )
         say(
-            f"check {check.id} recorded; monitor: {result.decision.reason}"
+            f"check {check.number} of {model} recorded; monitor: {result.decision.reason}"
             + (" — ALERT raised" if result.alerted else "")
         )
     sys.exit(DRIFT_EXIT if check.report.drifted else 0)

@@ -132,7 +132,7 @@ def _joint(report: DriftReport) -> Reason | None:
     if auc is not None:
         text += f" (ROC AUC {auc:.3f}"
         if low is not None and high is not None:
-            text += f", {level:.0%} CI {low:.3f}–{high:.3f}, drift above {threshold:.3f}"
+            text += f", {level:.0%} CI {low:.3f} to {high:.3f}, drift above {threshold:.3f}"
         text += ")"
     if alone:
         text += ": the relationship between columns changed (for instance a correlation)"
@@ -174,7 +174,7 @@ def _performance(performance: Mapping[str, Any] | None) -> Reason | None:
         return None
     parts = [
         f"estimated {_METRIC_LABELS.get(d['metric'], d['metric'])} {d['estimated']:.2f} "
-        f"(expected {d['lower']:.2f}–{d['upper']:.2f} on {d['n_labelled']:,} labelled rows) "
+        f"(expected {d['lower']:.2f} to {d['upper']:.2f} on {d['n_labelled']:,} labelled rows) "
         f"but realised {d['realised']:.2f}"
         for d in found
     ]

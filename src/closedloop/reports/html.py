@@ -506,8 +506,12 @@ def _why(report: DriftReport, outputs: Mapping[str, Any] | None) -> str:
         parts.append(
             f"<p>No signal counted: no column drifted after the {_esc(report.correction)} "
             "correction"
-            + ("" if report.multivariate is None else " and the domain classifier did not tell "
-               "current rows from reference rows apart")
+            + (
+                ""
+                if report.multivariate is None
+                else " and the domain classifier did not tell "
+                "current rows from reference rows apart"
+            )
             + ".</p>"
         )
     if other:
