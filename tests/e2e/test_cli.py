@@ -324,10 +324,43 @@ def test_drift_files_after_the_drift_point_exits_1_and_flags_the_changed_columns
 
     human = cli(tmp_path, "drift", str(ref), str(cur))
     assert human.returncode == 1, human.stderr
-    verdict = next(line for line in human.stdout.splitlines() if line.startswith("DRIFT in"))
-    assert "3 of 8 columns" in verdict
+    verdict = next(line for line in human.stdout.splitlines() if line.startswith("DRIFT:"))
+    assert "per-column drift in 3 of 8 columns" in verdict
     for column in DRIFTED:
         assert column in verdict
+
+
+def _correlated(rho: float, seed: int, n: int = 4000) -> pd.DataFrame:
+    """Two standard-normal columns with correlation ``rho``: same marginals for every rho."""
+    rng = np.random.default_rng(seed)
+    x, noise = rng.standard_normal(n), rng.standard_normal(n)
+    return pd.DataFrame({"x": x, "y": rho * x + np.sqrt(1 - rho**2) * noise})
+
+
+def test_drift_of_a_broken_correlation_says_why_in_the_table_the_json_and_the_html(
+    tmp_path: Path,
+) -> None:
+    ref = _write(_correlated(0.9, seed=1), tmp_path / "a.parquet")
+    cur = _write(_correlated(-0.9, seed=2), tmp_path / "b.parquet")
+
+    human = cli(tmp_path, "drift", str(ref), str(cur), "--html", "report.html")
+    assert human.returncode == 1, human.stderr
+    verdicts = [line for line in human.stdout.splitlines() if line.startswith("DRIFT")]
+    assert len(verdicts) == 1, human.stdout
+    assert verdicts[0].startswith("DRIFT: joint drift — no column drifted on its own")
+    assert "domain classifier" in verdicts[0] and "ROC AUC" in verdicts[0]
+    assert "DRIFT in 0 of 2 columns" not in human.stdout
+
+    page = (tmp_path / "report.html").read_text()
+    assert '<span class="verdict drift">DRIFT: joint drift</span>' in page
+    why = page[page.index('<section id="why">') :]
+    why = why[: why.index("</section>")]
+    assert 'class="reason counted" data-signal="joint"' in why
+    assert "joint drift — no column drifted on its own" in why
+
+    report = as_json(cli(tmp_path, "drift", str(ref), str(cur), "--json"))
+    assert report["drifted"] is True and report["n_drifted"] == 0
+    assert [(r["signal"], r["counted"]) for r in report["reasons"]] == [("joint", True)]
 
 
 def test_drift_files_loads_neither_scikit_learn_nor_scipy_nor_the_store(tmp_path: Path) -> None:
@@ -373,7 +406,9 @@ def test_drift_weighted_by_importance_counts_only_drift_that_matters(tmp_path: P
 
     human = cli(tmp_path, *args, "--min-weighted-share", "0.001")
     assert human.returncode == 1, human.stderr
-    assert "drifted columns carry 1% of the importance weight" in human.stdout
+    assert "the drifted columns carry 0.6% of the importance weight (counts from 0.1%)" in (
+        human.stdout
+    )
 
     (tmp_path / "bad.json").write_text("{income: 1}")
     assert_clean_error(
@@ -468,9 +503,10 @@ def test_monitor_flags_drift_in_logged_traffic_and_records_each_check(project: P
     assert {c["column"] for c in second["columns"] if c["drifted"]} == DRIFTED
     assert second["check_id"] != first["check_id"]
 
+    _log_traffic(project, sim.stream(2000, start=sim.drift_at + 2000))  # a new window
     human = cli(project, "monitor", MODEL, "--window", "2000")
     assert human.returncode == 1, human.stderr
-    assert "DRIFT in 3 of 8 columns" in human.stdout
+    assert "DRIFT: per-column drift in 3 of 8 columns" in human.stdout
     assert "recorded" in human.stdout
 
     checks = _check_events(project)
@@ -494,6 +530,24 @@ def test_monitor_with_too_few_rows_says_how_many(project: Path) -> None:
     assert "monitor.min_rows" in error
     assert as_json(result)["error"]["code"] == "conflict"
     assert _check_events(project) == []
+
+
+def test_monitor_without_new_traffic_gives_one_message_and_no_verdict(project: Path) -> None:
+    _log_traffic(project, LoanSimulator(seed=4).stream(1500))
+    first = cli(project, "monitor", MODEL)
+    assert first.returncode == 0, first.stderr
+    assert "no drift in 8 columns" in first.stdout
+    assert f"check 1 of {MODEL} recorded" in first.stdout
+
+    again = cli(project, "monitor", MODEL)  # nothing was logged since: the same window
+    error = assert_clean_error(again, "No new traffic", f"'{MODEL}' version 1", "since check 1")
+    assert again.stdout == ""  # no table, no "no drift" line before the error
+    assert "Only 0 rows" not in again.stdout + again.stderr
+    assert "hint: Run the monitor again once the model has answered more requests." in (
+        again.stderr
+    ), error
+    assert as_json(cli(project, "monitor", MODEL, "--json"))["error"]["code"] == "conflict"
+    assert len(_check_events(project)) == 1
 
 
 def test_monitor_without_production_is_an_error(project: Path) -> None:

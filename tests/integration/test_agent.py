@@ -30,7 +30,7 @@ from closedloop.domain.guardrails import GuardrailPolicy
 from closedloop.domain.simulate import LoanSimulator
 from closedloop.errors import ConfigError
 from closedloop.services import agent as agents
-from closedloop.services import events, pipeline, registry
+from closedloop.services import events, monitors, pipeline, registry
 from closedloop.services import rollout as rollouts
 from closedloop.services.agent import Agent, AgentPolicy
 from closedloop.services.events import utcnow
@@ -294,6 +294,10 @@ def test_drift_is_flagged_within_persistence_then_retrained_gated_canaried_and_p
 
         drift = receiver.wait_for(ws, "drift")
         assert drift["valid"], "the webhook body must carry a valid HMAC-SHA256 signature"
+        said = drift["body"]["blocks"][1]["text"]["text"]  # the alert says why it drifted
+        assert "Why:\n• per-column drift in " in said, said
+        [alert] = monitors.list_alerts(ws, MODEL)
+        assert any(r["signal"] == "columns" and r["counted"] for r in alert.payload["reasons"])
     finally:
         agent.close()
 

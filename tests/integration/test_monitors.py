@@ -154,7 +154,9 @@ def test_small_windows_neither_break_nor_extend_a_streak(deployed: Workspace) ->
     policy = MonitorPolicy(min_rows=800, persistence=2, cooldown=timedelta(0))
 
     assert step(ws, traffic, clock, 0, True, policy).decision.state == "drifting"
-    # 300 rows: enough for monitor.min_rows (200) so the check is recorded, not for the policy.
+    # 300 new rows: enough for monitor.min_rows (200) so the check is recorded, not for the
+    # policy.
+    traffic.window(True, rows=300)
     small = run_monitor(ws, MODEL, now=clock, window_rows=300, policy=policy)
     assert small.check.report.n_current == 300
     assert (small.decision.state, small.decision.consecutive) == ("insufficient_data", 1)
@@ -218,6 +220,30 @@ def test_check_history_carries_results_and_alerts(deployed: Workspace) -> None:
         monitors.check_history(ws, MODEL, limit=0)
 
 
+def test_checks_are_numbered_per_model(deployed: Workspace, trained: tuple[Any, Any]) -> None:
+    from closedloop.services.monitoring import list_checks, monitor
+
+    ws, traffic, clock = deployed, Traffic(deployed), FakeClock()
+    policy = MonitorPolicy(persistence=1)
+    estimator, X = trained
+    registry.register_version(ws, "other", estimator, X)
+    registry.set_alias(ws, "other", "production", 1, actor="test")
+    first = step(ws, traffic, clock, 0, False, policy)
+    log = ws.prediction_log()
+    try:
+        rows = SIM.stream(WINDOW)[FEATURES].reset_index(drop=True)
+        log.append("other", 1, "r", rows, np.zeros(WINDOW, dtype=np.int64), None)
+    finally:
+        log.close()
+    other = monitor(ws, "other", window_rows=WINDOW)
+    second = step(ws, traffic, clock, 1, False, policy)
+    assert (first.check.number, other.number, second.check.number) == (1, 1, 2)
+    assert second.check.id == other.id + 1  # the store's ids run across models
+    assert [c["number"] for c in monitors.check_history(ws, MODEL)] == [2, 1]
+    assert [c["number"] for c in list_checks(ws, MODEL, limit=1)] == [2]
+    assert second.check.to_dict()["number"] == 2
+
+
 def monitoring_row(ws: Workspace, check_id: int) -> dict[str, Any]:
     from closedloop.services.monitoring import list_checks
 
@@ -249,15 +275,18 @@ def test_default_policy_follows_settings_and_errors_propagate(
         run_monitor(ws, MODEL, policy={"persistence": 2})  # type: ignore[arg-type]
 
 
-def test_checking_the_same_rows_again_does_not_extend_a_streak(deployed: Workspace) -> None:
+def test_checking_the_same_rows_again_is_refused_and_does_not_extend_a_streak(
+    deployed: Workspace,
+) -> None:
     ws, traffic, clock = deployed, Traffic(deployed), FakeClock()
     policy = MonitorPolicy(persistence=2, cooldown=timedelta(hours=1))
     first = step(ws, traffic, clock, 0, True, policy)
     assert first.decision.state == "drifting"
-    clock.advance(10)  # no new traffic: the same window is checked again
-    again = run_monitor(ws, MODEL, now=clock, window_rows=WINDOW, policy=policy)
-    assert again.check.window == first.check.window
-    assert again.decision.state == "insufficient_data"
-    assert not again.alerted and alerts(ws) == []
+    clock.advance(10)  # no new traffic: there is no new window, so no verdict and no record
+    refused = f"No new traffic for '{MODEL}' version 1 since check 1"
+    with pytest.raises(ConflictError, match=refused):
+        run_monitor(ws, MODEL, now=clock, window_rows=WINDOW, policy=policy)
+    assert [c["check_id"] for c in monitors.check_history(ws, MODEL)] == [first.check.id]
+    assert alerts(ws) == []
     fresh = step(ws, traffic, clock, 10, True, policy)  # new drifted rows: the streak grows
     assert (fresh.decision.state, fresh.decision.consecutive) == ("alerted", 2)

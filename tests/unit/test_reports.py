@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import html
 import json
 import re
@@ -132,7 +134,9 @@ def test_the_page_parses_and_holds_summary_plots_and_table(
     assert text.startswith("<!DOCTYPE html>")
     assert page.title == "loans v1"
     assert report.drifted and set(report.drifted_columns) == set(LoanSimulator.drifted_columns)
-    assert f"DRIFT in {report.n_drifted} of {len(report.columns)} columns" in text
+    label = f"{report.n_drifted} of {len(report.columns)} columns"
+    assert f'<span class="verdict drift">DRIFT: {label}</span>' in text
+    assert f'<li class="reason counted" data-signal="columns">per-column drift in {label}' in text
     assert f"{report.n_reference:,} reference" in text and f"{report.n_current:,} current" in text
     assert "bonferroni" in text
 
@@ -172,12 +176,12 @@ def test_the_page_is_self_contained(
     )
     page = Page(text)
     assert page.urls == []  # no element has a src/href at all: nothing is fetched
-    assert text.count(get_plotlyjs()) == 1
-    plotly = [t for a, t in page.scripts if len(t) > 1_000_000]
-    assert len(plotly) == 1
+    [packed] = [t for a, t in page.scripts if a.get("id") == "closedloop-plotly"]
+    assert gzip.decompress(base64.b64decode(packed)).decode() == get_plotlyjs()
+    assert [len(t) > 1_000_000 for a, t in page.scripts].count(True) == 1  # plotly.js, once
     # plotly.js itself mentions URLs (map tiles, its logo link: both unused here); the rest
     # of the page mentions none.
-    outside = text.replace(get_plotlyjs(), "")
+    outside = text.replace(packed, "")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", outside, re.IGNORECASE)
     assert "http://" not in outside and "https://" not in outside
     assert "@import" not in outside and "url(" not in outside
@@ -205,7 +209,7 @@ def test_user_strings_are_escaped(frames: tuple[pd.DataFrame, pd.DataFrame]) -> 
     assert page.title == evil_title
     assert EVIL in page.plot_columns()
     assert page.rows[EVIL][0] == EVIL
-    assert len(page.scripts) == 4  # plotly.js, the figures, the config, the renderer
+    assert len(page.scripts) == 4  # plotly.js (packed), the figures, the config, the renderer
     figures = page.figures()  # the JSON decodes back to plotly-escaped text
     evil_plot = next(f for f in figures if html.escape(EVIL) in json.dumps(f))
     assert evil_plot["layout"]["xaxis"]["title"]["text"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -372,10 +376,17 @@ def test_render_model_report_from_the_store(sqlite_ws: Workspace) -> None:
     finally:
         log.close()
     first = monitoring.monitor(ws, "loans", window_rows=1200)
-    latest = monitoring.monitor(ws, "loans", window_rows=600)
+    registry.register_version(ws, "loans", fit_model(frame), features(frame))
+    registry.set_alias(ws, "loans", "production", 2, actor="test")
+    registry.rollback(ws, "loans", actor="test")
+    latest = monitoring.monitor(ws, "loans", version=1, window_rows=600)
 
-    page = Page(render_model_report(ws, "loans", checks=5))
+    text = render_model_report(ws, "loans", checks=5)
+    page = Page(text)
     assert page.title == "loans v1 drift report"
+    assert "Check 2 of loans (version 1)" in text
+    moves = page.figures()[len(latest.report.columns)]["layout"]["annotations"]
+    assert [a["text"] for a in moves] == ["v2 in production", "rollback to v1"]
     assert page.plot_columns() == [c.column for c in latest.report.columns]
     figures = {f["id"]: f for f in page.figures()}
     share = figures["history-0"]["data"][0]
@@ -384,3 +395,70 @@ def test_render_model_report_from_the_store(sqlite_ws: Workspace) -> None:
     assert first.id < latest.id
     for column in latest.report.columns:
         assert page.rows[column.column][3] == f"{column.statistic:.4g}"
+
+
+def test_a_report_with_history_and_performance_is_small_and_embeds_plotly_once(
+    frames: tuple[pd.DataFrame, pd.DataFrame], report: DriftReport
+) -> None:
+    from plotly.offline import get_plotlyjs
+
+    history = history_of(report, n=20)
+    performance = {
+        "metric": "roc_auc",
+        "estimated": {"x": [h["ts"] for h in history], "y": [0.8] * 20},
+    }
+    text = render_drift_report(report, *frames, title="t", history=history, performance=performance)
+    assert len(text.encode()) < 2_500_000  # plotly.js alone is 4.8 MB unpacked
+    assert len(text.encode()) < len(get_plotlyjs().encode()) / 2
+    page = Page(text)
+    assert [a.get("id") for a, _ in page.scripts].count("closedloop-plotly") == 1
+    config = json.loads(next(t for a, t in page.scripts if a.get("id") == "closedloop-config"))
+    assert config["displayModeBar"] == "hover"  # the toolbar does not sit over the titles
+    for figure in page.figures():
+        assert figure["layout"]["title"]["xanchor"] == "left"
+
+
+def test_time_charts_use_clock_time_and_mark_production_moves(
+    frames: tuple[pd.DataFrame, pd.DataFrame], report: DriftReport
+) -> None:
+    history = history_of(report)
+    performance = {
+        "metric": "roc_auc",
+        "estimated": {"x": [h["ts"] for h in history], "y": [0.8, 0.8, 0.7, 0.6]},
+    }
+    moved = {"ts": "2030-01-01T14:30:00+00:00", "label": "v2 in production"}
+    page = Page(
+        render_drift_report(
+            report, *frames, title="t", history=history, performance=performance, markers=[moved]
+        )
+    )
+    figures = {f["id"]: f for f in page.figures()}
+    for name in ("history-0", "history-1", "performance-0"):
+        layout = figures[name]["layout"]
+        assert layout["xaxis"]["title"]["text"] == "check time"
+        [line] = [x for x in layout["shapes"] if x.get("x0") == moved["ts"]]
+        assert (line["yref"], line["x1"]) == ("paper", moved["ts"])
+        assert [a["text"] for a in layout["annotations"]] == ["v2 in production"]
+    share = figures["history-0"]["data"][0]
+    assert share["text"][0].startswith("check 1 · version 1")
+
+
+def test_an_estimate_that_disagrees_with_the_labels_is_said_on_the_page(
+    frames: tuple[pd.DataFrame, pd.DataFrame], report: DriftReport
+) -> None:
+    outputs = {
+        "performance": {
+            "estimated": {
+                "n": 1500,
+                "metrics": {"roc_auc": {"value": 0.82, "lower": 0.8, "upper": 0.84}},
+            },
+            "realised": {"roc_auc": 0.63, "n_labelled": 1500},
+        }
+    }
+    text = render_drift_report(report, *frames, title="t", outputs=outputs)
+    why = text[text.index('<section id="why">') :]
+    why = why[: why.index("</section>")]
+    assert 'data-signal="performance"' in why
+    assert "estimated ROC AUC 0.82" in why and "realised 0.63" in why
+    assert "concept drift" in why
+    assert "concept drift" not in render_drift_report(report, *frames, title="t")

@@ -63,7 +63,9 @@ def _options(
     )
 
 
-def _print_report(report: Any, title: str) -> None:
+def _print_report(report: Any, title: str, outputs: dict[str, Any] | None = None) -> None:
+    from closedloop.domain.verdict import verdict_reasons
+
     rows = []
     for c in report.columns:
         rows.append(
@@ -78,20 +80,22 @@ def _print_report(report: Any, title: str) -> None:
             )
         )
     table(title, ["column", "kind", "test", "statistic", "p-value", "adjusted", "verdict"], rows)
-    drifted = [c.column for c in report.columns if c.drifted]
-    verdict = (
-        f"DRIFT in {len(drifted)} of {len(report.columns)} columns: {', '.join(drifted)}"
-        if report.drifted
-        else f"no drift in {len(report.columns)} columns"
-    )
-    say(f"{verdict} (reference {report.n_reference} rows, current {report.n_current} rows)")
-    weighting = getattr(report, "weighting", None)
-    if weighting:
-        say(
-            f"drifted columns carry {weighting['weighted_share']:.0%} of the importance weight "
-            f"(counts from {weighting['min_weighted_share']:.0%}: "
-            f"{'yes' if weighting['counts'] else 'no'})"
-        )
+    reasons = verdict_reasons(report, outputs)
+    size = f"reference {report.n_reference} rows, current {report.n_current} rows"
+    if report.drifted:
+        for reason in (r for r in reasons if r.counted):
+            say(f"DRIFT: {reason.text}")
+        say(f"({size})")
+    else:
+        say(f"no drift in {len(report.columns)} columns ({size})")
+    for reason in (r for r in reasons if not r.counted):
+        say(f"note: {reason.text}")
+
+
+def _reasons(report: Any, outputs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    from closedloop.domain.verdict import verdict_reasons
+
+    return [r.to_dict() for r in verdict_reasons(report, outputs)]
 
 
 def _num(value: float | None) -> str:
@@ -174,7 +178,7 @@ def drift_cmd(
     if html_path is not None:
         _write_html(html_path, report, reference, current, list(columns) or None)
     if as_json:
-        dump_json(report.to_dict())
+        dump_json({**report.to_dict(), "reasons": _reasons(report)})
     else:
         _print_report(report, f"drift: {current} vs {reference}")
         if html_path is not None:
@@ -233,7 +237,8 @@ def monitor_cmd(
 
     The check is recorded in the store. An alert (a `monitor.alert` event) is raised when
     monitor.persistence consecutive windows drifted, at most once per monitor.cooldown_seconds.
-    Exits 1 when drift is found, 0 when not, 2 on error.
+    Exits 1 when drift is found, 0 when not, 2 on error — including no verdict: fewer than
+    monitor.min_rows logged rows, or no new traffic since the version's last check.
     """
     from closedloop.services.monitors import run_monitor
 
@@ -249,14 +254,19 @@ def monitor_cmd(
         dump_json(
             {
                 **check.to_dict(),
+                "reasons": _reasons(check.report, check.outputs),
                 "monitor": result.decision.to_dict(),
                 "alert_event_id": result.alert_event_id,
             }
         )
     else:
-        _print_report(check.report, f"{model} v{check.version}: latest traffic vs training data")
+        _print_report(
+            check.report,
+            f"{model} v{check.version}: latest traffic vs training data",
+            check.outputs,
+        )
         say(
-            f"check {check.id} recorded; monitor: {result.decision.reason}"
+            f"check {check.number} of {model} recorded; monitor: {result.decision.reason}"
             + (" — ALERT raised" if result.alerted else "")
         )
     sys.exit(DRIFT_EXIT if check.report.drifted else 0)

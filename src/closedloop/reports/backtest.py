@@ -15,7 +15,7 @@ from typing import Any
 
 from closedloop.domain.backtest import STRATEGIES, STRATEGY_LABELS, summary_lines
 from closedloop.errors import InvalidInputError
-from closedloop.reports.html import _CONFIG, _CSS, _RENDER_JS, _esc, _layout, _num, _script_json
+from closedloop.reports.html import _CSS, _esc, _layout, _num, page_scripts
 
 COLORS = {"policy": "#1f77b4", "never": "#7f7f7f", "every_window": "#2ca02c"}
 _MARKERS = (  # (name, symbol, colour, which windows)
@@ -31,8 +31,6 @@ def render_backtest(result: Mapping[str, Any], *, title: str = "Backtest") -> st
     for key in ("windows", "summary", "strategies", "data", "initial"):
         if key not in result:
             raise InvalidInputError(f"A backtest result needs the key {key!r}; it is missing.")
-    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
-
     windows = list(result["windows"])
     strategies = [s for s in result["strategies"] if s in STRATEGIES]
     figure = {"id": "metric-0", **_metric_figure(result, windows, strategies)}
@@ -53,14 +51,11 @@ def render_backtest(result: Mapping[str, Any], *, title: str = "Backtest") -> st
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_esc(title)}</title><style>{_CSS}{_TABLE_CSS}</style>\n",
-            f'<script type="text/javascript">{get_plotlyjs()}</script>\n',
             "</head><body>\n",
             "\n".join(sections),
-            '\n<script type="application/json" id="closedloop-figures">',
-            _script_json([figure]),
-            '</script>\n<script type="application/json" id="closedloop-config">',
-            _script_json(_CONFIG),
-            f"</script>\n<script>{_RENDER_JS}</script>\n</body></html>\n",
+            "\n",
+            page_scripts([figure]),
+            "</body></html>\n",
         ]
     )
 

@@ -4,10 +4,12 @@
 frames it compared; :func:`render_model_report` renders a model's latest recorded check with
 its recent history, loading everything from the workspace.
 
-The page embeds plotly.js once (from the installed ``plotly`` wheel, ~4.8 MB) and references
-nothing on the network: no CDN script, stylesheet, font or image. Plots carry binned summaries
-only, never raw rows, so the page stays small whatever the frames' size (about 1-2 KB per
-column on top of plotly.js):
+The page embeds plotly.js once (from the installed ``plotly`` wheel: 4.8 MB, packed with gzip
+and base64 to ~2 MB and unpacked by the browser's ``DecompressionStream``) and references nothing
+on the network: no CDN script, stylesheet, font or image. Plots carry binned summaries only,
+never raw rows, so the page stays small whatever the frames' size (about 1-2 KB per column on top
+of plotly.js). Chart titles are left-aligned and the plotly toolbar appears on hover only, at
+the top right, so it never covers a title:
 
 * numeric columns: reference and current frequencies on shared, equal-width bins (at most
   :data:`MAX_BINS`, spanning the pooled 0.1-99.9 % quantiles; values beyond fall in the first
@@ -22,6 +24,9 @@ figure JSON cannot close its ``<script>`` element (``<``, ``>``, ``&`` are ``\\u
 
 from __future__ import annotations
 
+import base64
+import functools
+import gzip
 import html
 import json
 import math
@@ -45,7 +50,13 @@ TAIL_QUANTILE = 0.001
 _DIGITS = 6
 REFERENCE_COLOR = "#1f77b4"
 CURRENT_COLOR = "#d62728"
-_CONFIG = {"displaylogo": False, "responsive": True, "showLink": False}
+_CONFIG = {
+    "displaylogo": False,
+    "responsive": True,
+    "showLink": False,
+    "displayModeBar": "hover",
+    "modeBarButtonsToRemove": ["select2d", "lasso2d", "zoomIn2d", "zoomOut2d", "autoScale2d"],
+}
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem;
@@ -68,9 +79,54 @@ _RENDER_JS = """
 (function () {
   var figures = JSON.parse(document.getElementById("closedloop-figures").textContent);
   var config = JSON.parse(document.getElementById("closedloop-config").textContent);
-  figures.forEach(function (f) { Plotly.newPlot(f.id, f.data, f.layout, config); });
+  function draw() {
+    figures.forEach(function (f) { Plotly.newPlot(f.id, f.data, f.layout, config); });
+  }
+  if (typeof DecompressionStream === "undefined") {
+    document.getElementById("closedloop-nocharts").hidden = false;
+    return;
+  }
+  var packed = atob(document.getElementById("closedloop-plotly").textContent);
+  var bytes = new Uint8Array(packed.length);
+  for (var i = 0; i < packed.length; i++) { bytes[i] = packed.charCodeAt(i); }
+  var stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  new Response(stream).text().then(function (source) {
+    var script = document.createElement("script");
+    script.text = source;
+    document.head.appendChild(script);
+    draw();
+  });
 })();
 """
+
+
+@functools.cache
+def packed_plotlyjs() -> str:
+    """plotly.js from the installed wheel, gzip-compressed and base64-encoded (~2 MB instead of
+    ~4.8 MB); the page unpacks it with the browser's ``DecompressionStream``."""
+    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
+
+    packed = gzip.compress(get_plotlyjs().encode("utf-8"), compresslevel=9, mtime=0)
+    return base64.b64encode(packed).decode("ascii")
+
+
+def page_scripts(figures: list[dict[str, Any]]) -> str:
+    """The end of a report's ``<body>``: plotly.js once (packed), the figures, the renderer,
+    and a note shown instead of the charts by browsers without ``DecompressionStream``."""
+    return "".join(
+        [
+            '<p id="closedloop-nocharts" class="note" hidden>This browser cannot unpack the '
+            "embedded charts (it needs DecompressionStream: Chrome 80, Firefox 113, Safari 16.4 "
+            "or newer); the tables above hold every number.</p>\n",
+            '<script type="application/octet-stream" id="closedloop-plotly">',
+            packed_plotlyjs(),
+            '</script>\n<script type="application/json" id="closedloop-figures">',
+            _script_json(figures),
+            '</script>\n<script type="application/json" id="closedloop-config">',
+            _script_json(_CONFIG),
+            f"</script>\n<script>{_RENDER_JS}</script>\n",
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,7 +249,7 @@ def category_frequencies(
 
 def _layout(title: str, *, x_title: str, y_title: str, **extra: Any) -> dict[str, Any]:
     return {
-        "title": {"text": title, "font": {"size": 14}},
+        "title": {"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left"},
         "xaxis": {"title": {"text": x_title}},
         "yaxis": {"title": {"text": y_title}},
         "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
@@ -201,6 +257,40 @@ def _layout(title: str, *, x_title: str, y_title: str, **extra: Any) -> dict[str
         "legend": {"orientation": "h", "y": -0.2},
         **extra,
     }
+
+
+def _marked(figure: dict[str, Any], markers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``figure`` with a dotted vertical line and a label at each marker's ``ts`` (a version
+    promoted, rolled back or set in production)."""
+    layout = figure["layout"]
+    for index, marker in enumerate(markers):
+        x = str(marker["ts"])
+        layout.setdefault("shapes", []).append(
+            {
+                "type": "line",
+                "xref": "x",
+                "yref": "paper",
+                "x0": x,
+                "x1": x,
+                "y0": 0,
+                "y1": 1,
+                "line": {"dash": "dot", "color": "#6a3d9a", "width": 1.5},
+            }
+        )
+        layout.setdefault("annotations", []).append(
+            {
+                "x": x,
+                "xref": "x",
+                "yref": "paper",
+                "y": 1,
+                "yanchor": "bottom",
+                "yshift": 14 * (index % 2),  # moves close in time do not print over each other
+                "text": _plot_text(marker["label"]),
+                "showarrow": False,
+                "font": {"size": 11, "color": "#6a3d9a"},
+            }
+        )
+    return figure
 
 
 def _distribution_figure(
@@ -292,7 +382,8 @@ def _history_figures(history: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
         alerted.append(bool(item.get("alerted", False)))
         hover.append(
             _plot_text(
-                f"check {item.get('check_id', '?')} · version {item.get('version', '?')} · "
+                f"check {item.get('number', item.get('check_id', '?'))} · "
+                f"version {item.get('version', '?')} · "
                 f"{item.get('n_current', result.get('n_current', '?'))} rows"
             )
         )
@@ -450,7 +541,9 @@ def _performance_figure(performance: Mapping[str, Any]) -> dict[str, Any]:
     if not data:
         raise InvalidInputError("performance must hold at least one series.")
     title = f"{_plot_text(metric)}: estimated vs realised per window"
-    return {"data": data, "layout": _layout(title, x_title="window", y_title=_plot_text(metric))}
+    timed = all(isinstance(x, str) for trace in data for x in trace["x"])
+    x_title = "check time" if timed else "window"
+    return {"data": data, "layout": _layout(title, x_title=x_title, y_title=_plot_text(metric))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,11 +552,12 @@ def _performance_figure(performance: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
+    from closedloop.domain.verdict import verdict_reasons
+
     n_columns = len(report.columns)
     if report.drifted:
-        verdict = (
-            f'<span class="verdict drift">DRIFT in {report.n_drifted} of {n_columns} columns</span>'
-        )
+        labels = [r.label for r in verdict_reasons(report) if r.counted]
+        verdict = f'<span class="verdict drift">DRIFT: {_esc(", ".join(labels))}</span>'
     else:
         verdict = f'<span class="verdict ok">No drift in {n_columns} columns</span>'
     drifted = ", ".join(f"<code>{_esc(c)}</code>" for c in report.drifted_columns) or "none"
@@ -485,6 +579,41 @@ def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame
         )
     body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
     return f'<p id="verdict">{verdict}</p><dl class="summary">{body}</dl>'
+
+
+def _why(report: DriftReport, outputs: Mapping[str, Any] | None) -> str:
+    """The "Why" section: each signal that fired, whether it counts in the verdict."""
+    from closedloop.domain.verdict import verdict_reasons
+
+    reasons = verdict_reasons(report, outputs)
+    counted = [r for r in reasons if r.counted]
+    other = [r for r in reasons if not r.counted]
+    parts = ['<section id="why"><h2>Why</h2>']
+    if counted:
+        items = "".join(
+            f'<li class="reason counted" data-signal="{r.signal}">{_esc(r.text)}</li>'
+            for r in counted
+        )
+        parts.append(f"<p>The verdict is DRIFT because of:</p><ul>{items}</ul>")
+    else:
+        parts.append(
+            f"<p>No signal counted: no column drifted after the {_esc(report.correction)} "
+            "correction"
+            + (
+                ""
+                if report.multivariate is None
+                else " and the domain classifier did not tell "
+                "current rows from reference rows apart"
+            )
+            + ".</p>"
+        )
+    if other:
+        items = "".join(
+            f'<li class="reason" data-signal="{r.signal}">{_esc(r.text)}</li>' for r in other
+        )
+        parts.append(f"<p>Also seen (not counted in the verdict):</p><ul>{items}</ul>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 _TABLE_HEAD = (
@@ -543,6 +672,8 @@ def render_drift_report(
     history: list[dict[str, Any]] | None = None,
     performance: dict[str, Any] | None = None,
     notes: Sequence[str] = (),
+    outputs: Mapping[str, Any] | None = None,
+    markers: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """A self-contained HTML page (a ``str``) for one drift report.
 
@@ -564,7 +695,11 @@ def render_drift_report(
         }
 
     Series without ``x`` are plotted against the window number 1..n. ``notes`` are extra
-    paragraphs shown under the title (plain text, escaped).
+    paragraphs shown under the title (plain text, escaped). ``outputs`` is a monitor check's
+    prediction drift and performance: the "Why" section then states those signals too.
+    ``markers`` (``{"ts": ISO time, "label": text}``) draw a labelled vertical line on the
+    history and performance charts when their x axis is clock time (a version promoted or
+    rolled back).
     """
     if not isinstance(report, DriftReport):
         raise InvalidInputError(
@@ -576,8 +711,6 @@ def render_drift_report(
                 f"The {label!r} parameter must be a pandas DataFrame. "
                 f"Got {type(frame).__name__} instead."
             )
-    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
-
     figures: list[dict[str, Any]] = []
     plot_divs = []
     for index, column in enumerate(report.columns):
@@ -600,6 +733,7 @@ def render_drift_report(
         '<section id="summary"><h2>Summary</h2>',
         _summary(report, reference, current),
         "</section>",
+        _why(report, outputs),
         '<section id="tests"><h2>Tests per column</h2>',
         _table(report),
         "</section>",
@@ -611,7 +745,7 @@ def render_drift_report(
         divs = []
         for index, figure in enumerate(history_figures):
             div_id = f"history-{index}"
-            figures.append({"id": div_id, **figure})
+            figures.append({"id": div_id, **_marked(figure, markers)})
             divs.append(f'<div class="plot history" id="{div_id}"></div>')
         sections += [
             '<section id="history"><h2>Drift over recent windows</h2>',
@@ -619,7 +753,10 @@ def render_drift_report(
             "</section>",
         ]
     if performance:
-        figures.append({"id": "performance-0", **_performance_figure(performance)})
+        figure = _performance_figure(performance)
+        if figure["layout"]["xaxis"]["title"]["text"] == "check time":
+            figure = _marked(figure, markers)
+        figures.append({"id": "performance-0", **figure})
         sections += [
             '<section id="performance"><h2>Estimated vs realised performance</h2>',
             '<div class="plot performance" id="performance-0"></div></section>',
@@ -629,14 +766,11 @@ def render_drift_report(
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_esc(title)}</title><style>{_CSS}</style>\n",
-            f'<script type="text/javascript">{get_plotlyjs()}</script>\n',
             "</head><body>\n",
             "\n".join(sections),
-            '\n<script type="application/json" id="closedloop-figures">',
-            _script_json(figures),
-            '</script>\n<script type="application/json" id="closedloop-config">',
-            _script_json(_CONFIG),
-            f"</script>\n<script>{_RENDER_JS}</script>\n</body></html>\n",
+            "\n",
+            page_scripts(figures),
+            "</body></html>\n",
         ]
     )
 
@@ -668,8 +802,8 @@ def render_model_report(ws: Workspace, model: str, *, checks: int = 20) -> str:
     reference = reference[[c for c in names if c in reference.columns]]
     current = current[[c for c in names if c in current.columns]]
     notes = [
-        f"Check {latest['check_id']} of version {version}, recorded {latest['ts']}"
-        + (" (raised an alert)." if latest.get("alerted") else "."),
+        f"Check {latest.get('number', latest['check_id'])} of {model} (version {version}), "
+        f"recorded {latest['ts']}" + (" (raised an alert)." if latest.get("alerted") else "."),
         f"Plots: the version's reference sample vs the last {len(current):,} logged rows of "
         "version "
         f"{version}, read when this page was rendered (newer than the check if traffic arrived "
@@ -683,7 +817,28 @@ def render_model_report(ws: Workspace, model: str, *, checks: int = 20) -> str:
         history=history,
         notes=notes,
         performance=_performance_series(history),
+        outputs=latest["result"].get("outputs"),
+        markers=_production_moves(ws, model, since=str(history[-1]["ts"])),
     )
+
+
+def _production_moves(ws: Workspace, model: str, *, since: str) -> list[dict[str, Any]]:
+    """The moves of ``model``'s production alias at or after ``since`` (an ISO time), as
+    chart markers: "v2 in production", "rollback to v1"."""
+    from datetime import datetime
+
+    from closedloop.services import events
+
+    start = datetime.fromisoformat(since)
+    moves = events.list_events(ws, model=model, kinds=("alias.set", "alias.rollback"))
+    markers = []
+    for move in moves:
+        if move.payload.get("alias") != "production" or move.ts < start:
+            continue
+        to = move.payload.get("to_version")
+        label = f"rollback to v{to}" if move.kind == "alias.rollback" else f"v{to} in production"
+        markers.append({"ts": move.ts.isoformat(), "label": label})
+    return markers
 
 
 def _performance_series(history: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -694,15 +849,15 @@ def _performance_series(history: list[dict[str, Any]]) -> dict[str, Any] | None:
         performance = (check.get("result") or {}).get("outputs", {}).get("performance", {})
         auc = (performance.get("estimated") or {}).get("metrics", {}).get("roc_auc")
         if isinstance(auc, dict) and auc.get("value") is not None:
-            estimated["x"].append(check["check_id"])
+            estimated["x"].append(str(check["ts"]))
             estimated["y"].append(auc["value"])
             estimated["lower"].append(auc.get("lower", auc["value"]))
             estimated["upper"].append(auc.get("upper", auc["value"]))
         value = (performance.get("realised") or {}).get("roc_auc")
         if value is not None:
-            realised["x"].append(check["check_id"])
+            realised["x"].append(str(check["ts"]))
             realised["y"].append(value)
-    series: dict[str, Any] = {"metric": "ROC AUC by check"}
+    series: dict[str, Any] = {"metric": "ROC AUC"}
     if estimated["x"]:
         series["estimated (no labels)"] = estimated
     if realised["x"]:

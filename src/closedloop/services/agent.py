@@ -503,23 +503,11 @@ class Agent:
         self._schedule(report)
 
     def _new_traffic(self, production: int) -> bool:
-        """Has ``production`` answered anything since the model's last check? (A pass with no
-        new traffic records no check: the same window would only be checked again.)"""
-        from closedloop.services.monitors import check_history
+        """Has ``production`` answered anything since its last check? (A pass with no new
+        traffic records no check: the same window would only be checked again.)"""
+        from closedloop.services.monitors import last_check_without_new_traffic
 
-        model = self.policy.model
-        last = check_history(self.ws, model, limit=1)
-        if not last or last[0]["version"] != production:
-            return True
-        end = (last[0]["result"].get("window") or {}).get("end")
-        log_ = self.ws.prediction_log()
-        try:
-            latest = log_.read(model, last_rows=1, version=production)
-        finally:
-            log_.close()
-        if end is None or not len(latest):
-            return True
-        return bool(latest["_ts"].max().isoformat() != end)
+        return last_check_without_new_traffic(self.ws, self.policy.model, production) is None
 
     def _monitor(self, report: PassReport, production: int) -> None:
         from closedloop.services.monitors import run_monitor
@@ -543,12 +531,15 @@ class Agent:
         )
         if result.alerted and result.alert_event_id is not None:
             columns = list(result.check.report.drifted_columns)
+            why = "".join(
+                f"\n• {'' if r.counted else '(not counted) '}{r.text}"
+                for r in result.check.reasons()
+            )
             self._alert(
                 "drift",
                 "warning",
                 f"{model}: drift on v{production}",
-                f"{decision.reason.rstrip('.')}. "
-                f"Drifted: {', '.join(columns) or 'the joint distribution'}.",
+                f"{decision.reason.rstrip('.')}. Why:{why}",
                 version=production,
                 details={"source_event": result.alert_event_id, "check_id": result.check.id},
             )

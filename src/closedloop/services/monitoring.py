@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from closedloop.domain.drift import DriftReport
+    from closedloop.domain.verdict import Reason
     from closedloop.services.workspace import Workspace
 
 
@@ -253,10 +254,19 @@ class CheckResult:
     """Prediction drift, label drift and performance (:mod:`.outputs`)."""
     window: dict[str, Any] = field(default_factory=dict)
     """The checked rows: ``rows`` and the ``start``/``end`` of their log timestamps."""
+    number: int = 0
+    """The check's number among the model's checks (1, 2, 3 …); ``id`` is unique in the store."""
+
+    def reasons(self) -> list[Reason]:
+        """Why the verdict is what it is (:func:`closedloop.domain.verdict.verdict_reasons`)."""
+        from closedloop.domain.verdict import verdict_reasons
+
+        return verdict_reasons(self.report, self.outputs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "check_id": self.id,
+            "number": self.number,
             "model": self.model,
             "version": self.version,
             "ts": self.ts.isoformat(),
@@ -342,6 +352,7 @@ def monitor(
         key = result.inserted_primary_key
         assert key is not None
         check_id = int(key[0])
+        ordinal = count_checks(conn, model, check_id)
         drifted_columns = [c.column for c in report.columns if c.drifted]
         events.record(
             conn,
@@ -366,6 +377,7 @@ def monitor(
         report=report,
         outputs=outputs,
         window=window_info,
+        number=ordinal,
     )
 
 
@@ -376,18 +388,39 @@ def list_checks(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[str,
     from closedloop.storage.metadata.tables import checks
 
     with ws.metadata.read() as conn:
-        rows = conn.execute(
-            select(checks).where(checks.c.model == model).order_by(checks.c.id.desc()).limit(limit)
+        rows = list(
+            conn.execute(
+                select(checks)
+                .where(checks.c.model == model)
+                .order_by(checks.c.id.desc())
+                .limit(limit)
+            )
         )
-        return [check_summary(r) for r in rows]
+        total = count_checks(conn, model)
+    return [check_summary(r, total - i) for i, r in enumerate(rows)]
 
 
-def check_summary(row: Any) -> dict[str, Any]:
-    """A ``checks`` row as the JSON-friendly summary ``list_checks`` returns."""
+def count_checks(conn: Any, model: str, up_to: int | None = None) -> int:
+    """How many checks ``model`` has (with an id up to ``up_to``): a check's number is this
+    count at its id, so users see checks numbered 1, 2, 3 … per model."""
+    from sqlalchemy import func, select
+
+    from closedloop.storage.metadata.tables import checks
+
+    query = select(func.count()).select_from(checks).where(checks.c.model == model)
+    if up_to is not None:
+        query = query.where(checks.c.id <= up_to)
+    return int(conn.execute(query).scalar_one())
+
+
+def check_summary(row: Any, number: int) -> dict[str, Any]:
+    """A ``checks`` row as the JSON-friendly summary ``list_checks`` returns. ``check_id`` is
+    the store's id (unique across models); ``number`` counts the model's checks from 1."""
     from closedloop.services.events import as_utc
 
     return {
         "check_id": row.id,
+        "number": number,
         "version": row.version,
         "ts": as_utc(row.ts).isoformat(),
         "drifted": row.drifted,

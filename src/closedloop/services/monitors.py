@@ -4,13 +4,17 @@
 
 1. :func:`closedloop.services.monitoring.monitor` checks the latest prediction-log window of the
    model's production version against its reference sample and records a check row with a
-   ``check.recorded`` event (it refuses windows below ``monitor.min_rows``: a ConflictError);
+   ``check.recorded`` event (it refuses windows below ``monitor.min_rows``: a ConflictError).
+   When nothing was logged for the version since its last check, there is no new window: a
+   ConflictError says so and nothing is recorded (one window, one verdict);
 2. the version's earlier checks are read from the ``checks`` table and the alerts still in
    their cooldown from the ``monitor.alert`` events;
 3. :func:`closedloop.domain.policy.decide` applies the :class:`MonitorPolicy` (persistence,
    cooldown, the policy's own ``min_rows``) with the injected clock ``now``;
 4. when it alerts, a ``monitor.alert`` event is recorded with payload ``check_id``,
-   ``drifted_columns``, ``consecutive``, ``reason`` and the ``policy``; its ``ts`` is ``now()``.
+   ``drifted_columns``, ``reasons`` (:func:`closedloop.domain.verdict.verdict_reasons`: why the
+   window drifted), ``consecutive``, ``reason`` (the policy's) and the ``policy``; its ``ts`` is
+   ``now()``.
 
 Steps 2-4 run in one write transaction (``BEGIN IMMEDIATE`` on SQLite, the model row locked on
 PostgreSQL), so two monitors of one model racing do not both alert. The streak and the cooldown
@@ -27,10 +31,16 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from closedloop.domain.policy import CheckOutcome, MonitorPolicy, PolicyDecision, decide
-from closedloop.errors import InvalidInputError
-from closedloop.services import events
+from closedloop.errors import ConflictError, InvalidInputError
+from closedloop.services import events, registry
 from closedloop.services.events import as_utc, utcnow
-from closedloop.services.monitoring import CheckResult, DriftOptions, check_summary, monitor
+from closedloop.services.monitoring import (
+    CheckResult,
+    DriftOptions,
+    check_summary,
+    count_checks,
+    monitor,
+)
 from closedloop.services.workspace import Workspace, default_actor
 from closedloop.storage.metadata.tables import checks, models
 from closedloop.storage.metadata.tables import events as events_table
@@ -150,6 +160,32 @@ def _last_window_end(conn: Connection, check: CheckResult) -> str | None:
     return None if row is None else _window_end(row.result)
 
 
+def last_check_without_new_traffic(
+    ws: Workspace, model: str, version: int
+) -> dict[str, Any] | None:
+    """The version's last check when nothing was logged for ``version`` since its window ended
+    (checking again would test the same rows); None when there is new traffic or no check."""
+    with ws.metadata.read() as conn:
+        row = conn.execute(
+            select(checks)
+            .where(checks.c.model == model, checks.c.version == version)
+            .order_by(checks.c.id.desc())
+            .limit(1)
+        ).first()
+        number = 0 if row is None else count_checks(conn, model, row.id)
+    end = None if row is None else _window_end(row.result)
+    if row is None or end is None:
+        return None
+    log = ws.prediction_log()
+    try:
+        latest = log.read(model, last_rows=1, version=version)
+    finally:
+        log.close()
+    if not len(latest) or latest["_ts"].max().isoformat() != end:
+        return None
+    return {**check_summary(row, number), "window": dict(row.result.get("window") or {})}
+
+
 def run_monitor(
     ws: Workspace,
     model: str,
@@ -168,7 +204,8 @@ def run_monitor(
     (``min_rows``, ``persistence``, ``cooldown_seconds``). ``version``, ``window_rows``,
     ``options`` and ``actor`` are passed to :func:`closedloop.services.monitoring.monitor`,
     whose errors propagate (no production version, fewer than ``monitor.min_rows`` logged
-    rows: ConflictError).
+    rows: ConflictError). No traffic logged for the version since its last check is a
+    ConflictError too, raised before anything is computed or recorded.
     """
     cfg = ws.settings.monitor
     policy = policy or MonitorPolicy(
@@ -179,6 +216,15 @@ def run_monitor(
     if not isinstance(policy, MonitorPolicy):
         raise InvalidInputError(
             f"The 'policy' parameter must be a MonitorPolicy. Got {type(policy).__name__} instead."
+        )
+    number = version or registry.resolve_alias(ws, model)
+    last = None if number is None else last_check_without_new_traffic(ws, model, number)
+    if last is not None:
+        raise ConflictError(
+            f"No new traffic for {model!r} version {number} since check {last['number']} "
+            f"(its window ended {last['window']['end']}): there is no new window to check.",
+            hint="Run the monitor again once the model has answered more requests.",
+            details={"check_id": last["check_id"], "version": number},
         )
     check = monitor(
         ws, model, version=version, window_rows=window_rows, options=options, actor=actor
@@ -212,6 +258,7 @@ def run_monitor(
                 payload={
                     "check_id": check.id,
                     "drifted_columns": list(drifted_columns),
+                    "reasons": [r.to_dict() for r in check.reasons()],
                     "consecutive": decision.consecutive,
                     "reason": decision.reason,
                     "policy": policy.to_dict(),
@@ -250,13 +297,14 @@ def check_history(ws: Workspace, model: str, *, limit: int = 20) -> list[dict[st
                 )
             )
             alerted = {p.payload.get("check_id") for p in payloads if p.payload}
+        total = count_checks(conn, model)
     return [
         {
-            **check_summary(r),
+            **check_summary(r, total - i),
             "result": dict(r.result or {}),
             "alerted": r.id in alerted,
         }
-        for r in rows
+        for i, r in enumerate(rows)
     ]
 
 
