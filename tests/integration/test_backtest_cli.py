@@ -422,7 +422,7 @@ def test_progress_goes_to_stderr_and_never_into_json(init_project: Path) -> None
 
 def readme_backtest_sentence() -> str:
     text = " ".join(README.read_text(encoding="utf-8").split())
-    found = re.search(r"On the built-in simulator \(.*?\)\. ", text)
+    found = re.search(r"On the built-in simulator, .*? for retraining every day\.", text)
     assert found, "the README's backtest paragraph has no 'On the built-in simulator' sentence"
     return found.group(0)
 
@@ -430,24 +430,27 @@ def readme_backtest_sentence() -> str:
 @pytest.mark.slow
 def test_the_readme_backtest_figures_are_what_init_and_its_command_print(tmp_path: Path) -> None:
     sentence = readme_backtest_sentence()
-    assert "closedloop init" in sentence and "--policy traffic.toml" in sentence
-    figures = re.search(
-        r"retrains (\w+) times instead of 27.*ROC AUC is (0\.\d{3}), against (0\.\d{3}) for never "
-        r"retraining and (0\.\d{3}) for retraining every",
+    assert "`closedloop init`" in sentence, sentence
+    assert "`closedloop backtest --simulate --policy traffic.toml`" in sentence, sentence
+    assert '`[agent] retrain_data = "traffic"`' in sentence, sentence
+    alert = re.search(r"alerts (\d+) windows? after the drift", sentence)
+    retrains = re.search(r"retrains (\d+) times instead of (\d+);", sentence)
+    means = re.search(
+        r"ROC AUC is (0\.\d{3}), against (0\.\d{3}) for never retraining and (0\.\d{3}) for "
+        r"retraining every day\.",
         sentence,
     )
-    assert figures, sentence
+    assert alert and retrains and means, sentence
+
     ok(tmp_path, "init")
     (tmp_path / "traffic.toml").write_text(TRAFFIC_POLICY, encoding="utf-8")
-    body = json.loads(
-        ok(tmp_path, "backtest", "--simulate", "--policy", "traffic.toml", "--json").stdout
-    )
+    command = ("backtest", "--simulate", "--policy", "traffic.toml")
+    body = json.loads(ok(tmp_path, *command, "--json").stdout)
     assert body["setup"]["trainer"] == "pipeline:train"
     summary = body["summary"]
-    words = {"twice": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
-    count = figures.group(1)
-    assert summary["retrains"]["policy"] == (int(count) if count.isdigit() else words[count])
+    assert summary["windows_to_alert"] == int(alert.group(1))
+    assert summary["retrains"]["policy"] == int(retrains.group(1))
+    assert summary["retrains"]["every_window"] == int(retrains.group(2))
     after = summary["mean_after_drift"]
     printed = [f"{after[s]:.3f}" for s in ("policy", "never", "every_window")]
-    assert printed == [figures.group(2), figures.group(3), figures.group(4)]
-    assert f"alerts {summary['windows_to_alert']} window" in sentence.replace("one", "1")
+    assert printed == [means.group(1), means.group(2), means.group(3)]
