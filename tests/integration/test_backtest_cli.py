@@ -454,3 +454,8 @@ def test_the_readme_backtest_figures_are_what_init_and_its_command_print(tmp_pat
     after = summary["mean_after_drift"]
     printed = [f"{after[s]:.3f}" for s in ("policy", "never", "every_window")]
     assert printed == [means.group(1), means.group(2), means.group(3)]
+
+
+def test_a_bad_trainer_option_is_named(project: Path) -> None:
+    result = invoke(project, "--simulate", "--rows", "6000", "--trainer", "train")
+    assert_error(result, "--trainer must be 'builtin' or module:function", "'train'")

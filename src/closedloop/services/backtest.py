@@ -214,10 +214,10 @@ def backtest_simulated(
     if windowing.window is None and windowing.window_rows is None:
         windowing = replace(windowing, window=SIMULATED_WINDOW)
     span, count = _window_choice(windowing, settings.monitor.window_rows)
+    chosen = choose_trainer(ws, settings, trainer, policy_file=policy_file)
     frame = simulator.stream(rows)
     source = f"simulator (seed {seed}, {rows:,} rows, drift from row {at:,})"
     history = history_from_frame(frame, SIMULATED_TIME_COLUMN, policy.target, source=source)
-    chosen = choose_trainer(ws, settings, trainer, policy_file=policy_file)
     drift_point = history.times[at]
     return _run(
         history,
@@ -347,7 +347,14 @@ def choose_trainer(
     if choice is not None and choice.strip().lower() in (BUILTIN_TRAINER, "built-in"):
         return ChosenTrainer(simulator_trainer, BUILTIN_TRAINER_NAME, "--trainer builtin")
     if choice is not None:
-        return ChosenTrainer(_user_trainer(ws, choice.strip()), choice.strip(), "--trainer")
+        spec = choice.strip()
+        module, _, function = spec.partition(":")
+        if not module or not function:
+            raise InvalidInputError(
+                f"--trainer must be 'builtin' or module:function. Got {choice!r} instead.",
+                hint="e.g. --trainer pipeline:train (a module in the project folder).",
+            )
+        return ChosenTrainer(_user_trainer(ws, spec), spec, "--trainer")
     if policy_file is not None and settings.pipeline.trainer:
         spec = settings.pipeline.trainer
         where = f"pipeline.trainer in {Path(policy_file).name}"
