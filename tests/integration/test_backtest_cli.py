@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +291,171 @@ def test_json_errors_use_the_one_error_shape(project: Path) -> None:
     result = invoke(project, "--data", str(project / "nope.csv"), "--time-column", "t", "--json")
     assert result.exit_code == 2
     assert json.loads(result.stdout)["error"]["code"] == "invalid_input"
+
+
+# --------------------------------------------------------------------------------------------
+# In a project written by `closedloop init`, through `python -m closedloop`
+# --------------------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+TRAFFIC_POLICY = '[agent]\nretrain_data = "traffic"\n'
+COUNT_CALLS = """
+
+_train = train
+
+
+def train(X, y):  # counts the calls, so a test can tell whose trainer ran
+    with open("trainer-calls.txt", "a") as calls:
+        calls.write("1\\n")
+    return _train(X, y)
+"""
+# 28 windows of 172 rows after the first 20 % of 6,000 rows; checked from 100 rows
+SMALL_POLICY = """
+[monitor]
+min_rows = 100
+persistence = 2
+cooldown_seconds = 0
+
+[agent]
+retrain_data = "traffic"
+traffic_rows = 1500
+"""
+SMALL = ("--simulate", "--rows", "6000", "--drift-at", "3000", "--window-rows", "172")
+TWO_DAYS = ("--simulate", "--rows", "3000")  # two one-day windows: the init trainer is slower
+
+
+def run(folder: Path, *args: str, columns: int = 100) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+    env["COLUMNS"] = str(columns)
+    env.setdefault("OMP_NUM_THREADS", "1")  # the init trainer's boosting, on a shared machine
+    return subprocess.run(
+        [sys.executable, "-m", "closedloop", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+        check=False,
+    )
+
+
+def ok(folder: Path, *args: str, columns: int = 100) -> subprocess.CompletedProcess[str]:
+    result = run(folder, *args, columns=columns)
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    return result
+
+
+@pytest.fixture
+def init_project(tmp_path: Path) -> Path:
+    """`closedloop init`, its trainer counting its calls, and a small policy file."""
+    ok(tmp_path, "init")
+    with (tmp_path / "pipeline.py").open("a", encoding="utf-8") as pipeline:
+        pipeline.write(COUNT_CALLS)
+    (tmp_path / "small.toml").write_text(SMALL_POLICY, encoding="utf-8")
+    return tmp_path
+
+
+def trainer_calls(folder: Path) -> int:
+    calls = folder / "trainer-calls.txt"
+    return len(calls.read_text(encoding="utf-8").split()) if calls.exists() else 0
+
+
+def test_in_an_init_project_the_project_trainer_is_used_and_named(init_project: Path) -> None:
+    # a --policy file without [pipeline] used to drop pipeline.trainer: the built-in one ran
+    result = ok(init_project, "backtest", *TWO_DAYS, "--policy", "small.toml", "--json")
+    setup = json.loads(result.stdout)["setup"]
+    assert setup["trainer"] == "pipeline:train"
+    assert "the project's pipeline.trainer" in setup["trainer_source"]
+    assert "small.toml" in setup["policy_source"] and "--policy" in setup["policy_source"]
+    assert setup["data"].startswith("simulator (seed 0, 3,000 rows")
+    assert (setup["windows"], setup["window"]) == (2, "1d")
+    assert trainer_calls(init_project) >= 2  # the first model and every-window's retrain
+
+    text = ok(init_project, "backtest", *TWO_DAYS, "--policy", "small.toml").stdout.splitlines()
+    assert text[0].startswith("trainer: pipeline:train (the project's pipeline.trainer")
+    assert text[1].startswith("data: simulator (seed 0, 3,000 rows") and "2 windows" in text[1]
+    assert text[2].startswith("policy: small.toml (--policy")
+
+
+def test_trainer_builtin_replaces_the_project_trainer(init_project: Path) -> None:
+    result = ok(init_project, "backtest", *SMALL, "--trainer", "builtin", "--json")
+    setup = json.loads(result.stdout)["setup"]
+    assert setup["trainer"] == "built-in logistic regression"
+    assert setup["trainer_source"] == "--trainer builtin"
+    assert "closedloop.toml (the project's settings)" in setup["policy_source"]
+    assert trainer_calls(init_project) == 0
+
+
+def test_outside_a_project_the_built_in_trainer_is_named(tmp_path: Path) -> None:
+    result = ok(tmp_path, "backtest", *SMALL, "--json")
+    setup = json.loads(result.stdout)["setup"]
+    assert setup["trainer"] == "built-in logistic regression"
+    assert "no pipeline.trainer is set" in setup["trainer_source"]
+    assert setup["policy_source"].startswith("the defaults (no closedloop.toml")
+
+
+def test_the_table_of_28_windows_fits_100_columns(init_project: Path) -> None:
+    args = (*SMALL, "--policy", "small.toml", "--trainer", "builtin", "--html", "page.html")
+    result = ok(init_project, "backtest", *args, columns=100)
+    lines = result.stdout.splitlines()
+    too_wide = [line for line in lines if len(line) > 100]
+    assert not too_wide, too_wide
+    rows = [line for line in lines if re.match(r"\s*\d+\s+2024-\d\d-\d\d \d\d:\d\d\s", line)]
+    assert [int(line.split()[0]) for line in rows] == list(range(28))  # one line per window
+    assert any("ALERT" in line and re.search(r"→ v\d+ (PROMOTED|rejected)", line) for line in rows)
+    page = (init_project / "page.html").read_text(encoding="utf-8")
+    assert "Trainer: built-in logistic regression (--trainer builtin)" in page
+
+
+def test_progress_goes_to_stderr_and_never_into_json(init_project: Path) -> None:
+    args = (*SMALL, "--policy", "small.toml", "--trainer", "builtin")
+    text = ok(init_project, "backtest", *args)
+    progress = [line for line in text.stderr.splitlines() if line.startswith("backtest: window")]
+    assert progress[-1].startswith("backtest: window 28 of 28; policy retrains ")
+    assert 2 <= len(progress) <= 28
+    assert "backtest: window" not in text.stdout
+
+    as_json = ok(init_project, "backtest", *args, "--json")
+    assert len(json.loads(as_json.stdout)["windows"]) == 28
+    assert "backtest: window" not in as_json.stderr
+
+
+def readme_backtest_sentence() -> str:
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    found = re.search(r"On the built-in simulator, .*? for retraining every day\.", text)
+    assert found, "the README's backtest paragraph has no 'On the built-in simulator' sentence"
+    return found.group(0)
+
+
+@pytest.mark.slow
+def test_the_readme_backtest_figures_are_what_init_and_its_command_print(tmp_path: Path) -> None:
+    sentence = readme_backtest_sentence()
+    assert "`closedloop init`" in sentence, sentence
+    assert "`closedloop backtest --simulate --policy traffic.toml`" in sentence, sentence
+    assert '`[agent] retrain_data = "traffic"`' in sentence, sentence
+    alert = re.search(r"alerts (\d+) windows? after the drift", sentence)
+    retrains = re.search(r"retrains (\d+) times instead of (\d+);", sentence)
+    means = re.search(
+        r"ROC AUC is (0\.\d{3}), against (0\.\d{3}) for never retraining and (0\.\d{3}) for "
+        r"retraining every day\.",
+        sentence,
+    )
+    assert alert and retrains and means, sentence
+
+    ok(tmp_path, "init")
+    (tmp_path / "traffic.toml").write_text(TRAFFIC_POLICY, encoding="utf-8")
+    command = ("backtest", "--simulate", "--policy", "traffic.toml")
+    body = json.loads(ok(tmp_path, *command, "--json").stdout)
+    assert body["setup"]["trainer"] == "pipeline:train"
+    summary = body["summary"]
+    assert summary["windows_to_alert"] == int(alert.group(1))
+    assert summary["retrains"]["policy"] == int(retrains.group(1))
+    assert summary["retrains"]["every_window"] == int(retrains.group(2))
+    after = summary["mean_after_drift"]
+    printed = [f"{after[s]:.3f}" for s in ("policy", "never", "every_window")]
+    assert printed == [means.group(1), means.group(2), means.group(3)]
+
+
+def test_a_bad_trainer_option_is_named(project: Path) -> None:
+    result = invoke(project, "--simulate", "--rows", "6000", "--trainer", "train")
+    assert_error(result, "--trainer must be 'builtin' or module:function", "'train'")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.cli.output import command_runner, dump_json, json_option, say, workspace
 from closedloop.errors import ConfigError, InvalidInputError
+
+if TYPE_CHECKING:
+    from closedloop.domain.backtest import WindowResult
+    from closedloop.services.backtest import Setup
+
+PROGRESS_LINES = 10
+"""When stderr is not a terminal: about this many plain progress lines per run."""
 
 
 @click.command("backtest")
@@ -33,6 +42,14 @@ from closedloop.errors import ConfigError, InvalidInputError
     type=click.Path(path_type=Path),
     default=None,
     help="A closedloop.toml to read the policy from instead of the project's.",
+)
+@click.option(
+    "--trainer",
+    default=None,
+    metavar="builtin|MODULE:FUNCTION",
+    help="Retrain with this instead of the project's pipeline.trainer: 'builtin' (a logistic "
+    "regression) or a module:function in the project folder. Default: pipeline.trainer, else "
+    "the built-in one.",
 )
 @click.option("--window", default=None, help="Window span, e.g. 7d, 12h, 30m, 1w.")
 @click.option(
@@ -65,6 +82,7 @@ def backtest_cmd(
     simulate: bool,
     time_column: str | None,
     policy_file: Path | None,
+    trainer: str | None,
     window: str | None,
     window_rows: int | None,
     train_until: str | None,
@@ -82,12 +100,16 @@ def backtest_cmd(
     each window is then scored by every strategy's serving model, checked for drift against
     the policy's serving model, and retrained on as the policy says. A model promoted after a
     window serves from the next one.
+
+    The trainer is the project's pipeline.trainer (your code) unless --trainer says otherwise;
+    the first lines printed name the trainer, the data and where the policy came from.
     """
     from closedloop.services.backtest import Windowing, backtest_file, backtest_simulated
 
     _check_source(data, simulate, time_column, rows, drift_at, seed)
     windowing = Windowing(window=window, window_rows=window_rows, train_until=train_until)
-    with _progress(enabled=not as_json) as progress:
+    on_start = None if as_json else _print_setup
+    with _progress(as_json=as_json) as progress:
         if simulate:
             result = backtest_simulated(
                 workspace(),
@@ -96,7 +118,9 @@ def backtest_cmd(
                 seed=seed or 0,
                 windowing=windowing,
                 policy_file=policy_file,
+                trainer=trainer,
                 progress=progress,
+                on_start=on_start,
             )
         else:
             assert data is not None and time_column is not None
@@ -106,7 +130,9 @@ def backtest_cmd(
                 time_column=time_column,
                 windowing=windowing,
                 policy_file=policy_file,
+                trainer=trainer,
                 progress=progress,
+                on_start=on_start,
             )
     body = result.to_dict()
     if html_path is not None:
@@ -116,7 +142,7 @@ def backtest_cmd(
         return
     _print(body)
     if html_path is not None:
-        say(f"page written to {html_path}")
+        _say(f"page written to {html_path}")
 
 
 def _check_source(
@@ -140,22 +166,71 @@ def _check_source(
         raise InvalidInputError("--rows, --drift-at and --seed only apply with --simulate.")
 
 
+ProgressCallback = Callable[[int, int, "WindowResult"], None]
+
+
 @contextmanager
-def _progress(*, enabled: bool) -> Iterator[Any]:
-    """A progress bar on stderr when it is a terminal; otherwise no callback."""
-    if not enabled or not sys.stderr.isatty():
+def _progress(*, as_json: bool) -> Iterator[ProgressCallback | None]:
+    """Progress on stderr: a bar when it is a terminal (stdout, even --json, is untouched);
+    otherwise about :data:`PROGRESS_LINES` plain lines, none with --json."""
+    if sys.stderr.isatty():
+        with _bar() as advance:
+            yield advance
+    elif as_json:
         yield None
-        return
+    else:
+        yield _lines()
+
+
+@contextmanager
+def _bar() -> Iterator[ProgressCallback]:
     from rich.console import Console
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("replaying windows", total=None)
+    counts = _Counts()
+    columns = (
+        TextColumn("backtest: window"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[retrains]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("backtest", total=None, retrains="")
 
-        def advance(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+        def advance(done: int, total: int, window: WindowResult) -> None:
+            counts.add(window)
+            bar.update(task, completed=done, total=total, retrains=counts.text())
 
         yield advance
+
+
+class _Counts:
+    """The policy's retrains and promotions so far."""
+
+    def __init__(self) -> None:
+        self.retrains = 0
+        self.promotions = 0
+
+    def add(self, window: WindowResult) -> None:
+        if window.retrain is not None and window.retrain.candidate_version is not None:
+            self.retrains += 1
+        self.promotions += int(window.promoted)
+
+    def text(self) -> str:
+        return f"policy retrains {self.retrains}, promotions {self.promotions}"
+
+
+def _lines() -> ProgressCallback:
+    counts = _Counts()
+
+    def advance(done: int, total: int, window: WindowResult) -> None:
+        counts.add(window)
+        step = max(1, math.ceil(total / PROGRESS_LINES))
+        if done % step == 0 or done == total:
+            click.echo(f"backtest: window {done} of {total}; {counts.text()}", err=True)
+
+    return advance
 
 
 def _write_html(path: Path, body: dict[str, Any]) -> None:
@@ -177,25 +252,54 @@ def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def _width() -> int:
+    """The terminal's width (``COLUMNS`` when set; 100 when stdout is not a terminal)."""
+    import shutil
+
+    return max(60, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _say(text: str) -> None:
+    """One paragraph, wrapped to the terminal (continuation lines indented)."""
+    for line in textwrap.wrap(text, width=_width(), subsequent_indent="  ", break_on_hyphens=False):
+        say(line)
+
+
+def _print_setup(setup: Setup) -> None:
+    for line in setup.lines():
+        _say(line)
+
+
 def window_row(window: dict[str, Any], strategies: list[str]) -> list[str]:
-    """One table row: when, who served, how well, what the policy saw and did."""
+    """One line per window: when, how many rows, the policy's version, each strategy's metric,
+    the drift verdict and what the policy did after the window."""
     drift = window["drift"]
-    verdict = "DRIFT" if drift["drifted"] else ("ok" if drift["checked"] else "—")
-    columns = list(drift["columns"])
-    if drift["drifted"] and columns:
-        more = f" +{len(columns) - 2}" if len(columns) > 2 else ""
-        verdict += f": {', '.join(columns[:2])}{more}"
     return [
         str(window["index"]),
         window["start"][:16].replace("T", " "),
         str(window["n"]),
-        "/".join(str(window["versions"][s]) for s in strategies),
+        f"v{window['versions']['policy']}",
         *(_num(window["metrics"][s]) for s in strategies),
-        verdict,
-        drift["state"] + (" ALERT" if window["alert"] else ""),
-        ", ".join(t["kind"] for t in window["triggers"]) or "",
-        retrain_text(window["retrain"]),
+        "DRIFT" if drift["drifted"] else ("ok" if drift["checked"] else "—"),
+        policy_text(window),
     ]
+
+
+def policy_text(window: dict[str, Any]) -> str:
+    """What the monitor and the policy did after the window, in a few words."""
+    drift = window["drift"]
+    state = {
+        "alerted": "ALERT",
+        "drifting": f"drifting ({drift.get('consecutive', 0)})",
+        "cooling_down": "cooling down",
+        "insufficient_data": "too few rows",
+    }.get(drift["state"], "")
+    parts = [state] if state else []
+    if window["triggers"]:
+        retrain = retrain_text(window["retrain"])
+        kinds = ", ".join(t["kind"] for t in window["triggers"])
+        parts.append(kinds + (f" → {retrain}" if retrain else ""))
+    return "; ".join(parts)
 
 
 def retrain_text(retrain: dict[str, Any] | None) -> str:
@@ -204,31 +308,59 @@ def retrain_text(retrain: dict[str, Any] | None) -> str:
     if retrain["candidate_version"] is None:
         return f"not run: {retrain['note']}"
     outcome = "PROMOTED" if retrain["promoted"] else "rejected"
-    if retrain["gate"] is None:
+    gate = retrain["gate"]
+    if gate is None:
         return f"v{retrain['candidate_version']} {outcome} ({retrain['note']})"
-    return f"v{retrain['candidate_version']} {outcome}"
+    improvement = gate.get("improvement")
+    by = "" if improvement is None else f" ({improvement:+.3f})"
+    return f"v{retrain['candidate_version']} {outcome}{by}"
+
+
+def _table(body: dict[str, Any], strategies: list[str]) -> None:
+    """The windows, one line each, fitted to the terminal: the last column is cut short with
+    an ellipsis rather than wrapped (--json has every field)."""
+    from closedloop.domain.backtest import STRATEGY_LABELS
+
+    head = ["#", "start", "n", "serves", *(STRATEGY_LABELS[s].split()[0] for s in strategies)]
+    head += ["drift", "policy: monitor; trigger → retrain"]
+    rows = [window_row(w, strategies) for w in body["windows"]]
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    right = {0, 2, *range(4, 4 + len(strategies))}
+    room = _width()
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        text = " ".join(parts).rstrip()
+        return text if len(text) <= room else text[: room - 1] + "…"
+
+    names = ", ".join(STRATEGY_LABELS[s] for s in strategies)
+    _say(f"{body['summary']['metric']} per window ({names}):")
+    say(line(head))
+    say("─" * min(room, len(line(head)) if not rows else max(len(line(r)) for r in rows)))
+    for row in rows:
+        say(line(row))
 
 
 def _print(body: dict[str, Any]) -> None:
-    from closedloop.domain.backtest import STRATEGY_LABELS, summary_lines
+    from closedloop.domain.backtest import summary_lines
 
     strategies = list(body["strategies"])
     metric = body["summary"]["metric"]
     data, initial = body["data"], body["initial"]
-    say(
-        f"{data['source']}: {data['rows']:,} rows; first model trained on "
-        f"{initial['n_rows']:,} rows ({data['train_rule']}), held-out {metric} "
-        f"{_num(initial['holdout_score'])}; windows of {data['window']}."
+    _say(
+        f"first model: {initial['n_rows']:,} of {data['rows']:,} rows, {data['train_rule']}; "
+        f"held-out {metric} {_num(initial['holdout_score'])}."
     )
-    head = ["#", "start", "n", "versions", *(STRATEGY_LABELS[s] for s in strategies)]
-    labels = " / ".join(STRATEGY_LABELS[s] for s in strategies)
-    table(
-        f"backtest: {metric} per window (versions: {labels})",
-        [*head, "drift", "monitor", "triggers", "retrain"],
-        [window_row(w, strategies) for w in body["windows"]],
+    _table(body, strategies)
+    _say(
+        "serves: the policy's version on the window; a model promoted after a window serves "
+        "from the next one. --json has every field, --html draws it."
     )
     for line in summary_lines(body["summary"], strategies):
-        say(line)
+        _say(line)
 
 
 def register(cli: click.Group) -> None:

@@ -466,10 +466,10 @@ def replay(
     pipeline: Pipeline,
     *,
     drift_point: pd.Timestamp | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, WindowResult], None] | None = None,
 ) -> BacktestResult:
     """Replay ``windows`` of ``history``; the first model is trained on rows ``0 ..
-    first_row - 1``. ``progress(done, total)`` is called after each window."""
+    first_row - 1``. ``progress(done, total, window_result)`` is called after each window."""
     if first_row < MIN_TRAINING_ROWS:
         raise InvalidInputError(
             f"The first model would be trained on {first_row} rows; at least "
@@ -483,7 +483,7 @@ def replay(
     for position, window in enumerate(windows):
         results.append(run.step(window, last=position == len(windows) - 1))
         if progress is not None:
-            progress(position + 1, len(windows))
+            progress(position + 1, len(windows), results[-1])
     initial = run.initial
     return BacktestResult(
         policy=policy,

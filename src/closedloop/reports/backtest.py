@@ -62,7 +62,14 @@ def render_backtest(result: Mapping[str, Any], *, title: str = "Backtest") -> st
 
 def _intro(result: Mapping[str, Any]) -> str:
     data, initial = result["data"], result["initial"]
-    return (
+    setup = result.get("setup") or {}
+    made = (
+        f"Trainer: {setup.get('trainer')} ({setup.get('trainer_source')}). "
+        f"Policy: {setup.get('policy_source')}. "
+        if setup
+        else ""
+    )
+    return made + (
         f"{data.get('source', 'data')}: {data.get('rows', 0):,} rows, time column "
         f"{data.get('time_column')}, target {data.get('target')}. The first model is trained on "
         f"{initial.get('n_rows', 0):,} rows ({data.get('train_rule')}); windows of "

@@ -3,8 +3,10 @@
 The service reads the data (:func:`closedloop.storage.datafiles.read_table`) or generates the
 built-in simulator's stream, checks the time and target columns, builds the policy from the
 settings (the project's, or a ``--policy`` file read *instead* of them: that file's settings
-over the defaults, no environment variables), imports the user's trainer the way the pipeline
-does, plans the windows and runs :func:`closedloop.domain.backtest.replay`.
+over the defaults, no environment variables), picks the trainer (:func:`choose_trainer`: the
+project's ``pipeline.trainer``, imported the way the pipeline does, unless told otherwise),
+plans the windows, reports what it is about to run (:class:`Setup`) and runs
+:func:`closedloop.domain.backtest.replay`.
 
 The first model is trained on the rows before ``--train-until``; without it, on the first 20 %
 of the rows (:data:`DEFAULT_TRAIN_SHARE`; rows sharing the cut-off's time go to the first
@@ -30,6 +32,7 @@ from closedloop.domain.backtest import (
     Pipeline,
     Trainer,
     Window,
+    WindowResult,
     plan_windows,
     replay,
 )
@@ -45,7 +48,7 @@ from closedloop.errors import (
     UserCodeError,
 )
 from closedloop.services.workspace import Workspace
-from closedloop.settings import Settings, read_project_file
+from closedloop.settings import PROJECT_FILE, Settings, read_project_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,7 +62,51 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNO
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _WINDOW_HINT = "Use a duration such as 7d, 12h, 30m or 1w (units s, m, h, d, w)."
 
-Progress = Callable[[int, int], None]
+BUILTIN_TRAINER = "builtin"
+"""``--trainer builtin``: :func:`simulator_trainer` instead of the project's trainer."""
+BUILTIN_TRAINER_NAME = "built-in logistic regression"
+
+Progress = Callable[[int, int, WindowResult], None]
+"""Called after each window with (windows done, windows in all, that window's result)."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a backtest runs on, known before the replay starts: the trainer, the data, the
+    policy and the windows, each with where it came from."""
+
+    trainer: str
+    trainer_source: str
+    data: str
+    policy_source: str
+    windows: int
+    window: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"trainer: {self.trainer} ({self.trainer_source})",
+            f"data: {self.data}; {self.windows} windows of {self.window}",
+            f"policy: {self.policy_source}",
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trainer": self.trainer,
+            "trainer_source": self.trainer_source,
+            "data": self.data,
+            "policy_source": self.policy_source,
+            "windows": self.windows,
+            "window": self.window,
+        }
+
+
+@dataclass(frozen=True)
+class ChosenTrainer:
+    """The trainer a backtest retrains with, its name and why it was chosen."""
+
+    train: Trainer
+    name: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -67,6 +114,7 @@ class Backtest:
     """A finished backtest: the replay and where its data and windows came from."""
 
     result: BacktestResult
+    setup: Setup
     source: str
     rows: int
     time_column: str
@@ -85,7 +133,7 @@ class Backtest:
             "window": self.window,
             "train_rule": self.train_rule,
         }
-        return {"data": data, **body}
+        return {"setup": self.setup.to_dict(), "data": data, **body}
 
 
 @dataclass(frozen=True)
@@ -109,18 +157,33 @@ def backtest_file(
     time_column: str,
     windowing: Windowing = Windowing(),
     policy_file: Path | None = None,
+    trainer: str | None = None,
     progress: Progress | None = None,
+    on_start: Callable[[Setup], None] | None = None,
 ) -> Backtest:
-    """Backtest the policy on a Parquet or CSV file of labelled history."""
+    """Backtest the policy on a Parquet or CSV file of labelled history. ``trainer`` is
+    :func:`choose_trainer`'s choice; ``on_start`` gets the :class:`Setup` before the replay."""
     from closedloop.storage.datafiles import read_table
 
     settings = policy_settings(ws, policy_file)
     policy = policy_from_settings(settings)
     span, rows = _window_choice(windowing, settings.monitor.window_rows)
+    chosen = choose_trainer(ws, settings, trainer, policy_file=policy_file)
     frame = read_table(data)
     history = history_from_frame(frame, time_column, policy.target, source=str(data))
-    trainer = _user_trainer(ws, settings)
-    return _run(history, policy, trainer, windowing, span, rows, str(data), time_column, progress)
+    return _run(
+        history,
+        policy,
+        chosen,
+        windowing,
+        span,
+        rows,
+        str(data),
+        time_column,
+        _policy_source(ws, policy_file),
+        progress,
+        on_start,
+    )
 
 
 def backtest_simulated(
@@ -131,11 +194,13 @@ def backtest_simulated(
     seed: int = 0,
     windowing: Windowing = Windowing(),
     policy_file: Path | None = None,
+    trainer: str | None = None,
     progress: Progress | None = None,
+    on_start: Callable[[Setup], None] | None = None,
 ) -> Backtest:
     """Backtest the policy on the simulator's seeded stream with drift at row ``drift_at``
-    (default: half-way). The trainer is ``pipeline.trainer`` when set, else
-    :func:`simulator_trainer`; the target is the simulator's."""
+    (default: half-way). The trainer is :func:`choose_trainer`'s choice; the target is the
+    simulator's."""
     from closedloop.domain.simulate import LoanSimulator
 
     if rows < 2 * MIN_TRAINING_ROWS:
@@ -149,21 +214,23 @@ def backtest_simulated(
     if windowing.window is None and windowing.window_rows is None:
         windowing = replace(windowing, window=SIMULATED_WINDOW)
     span, count = _window_choice(windowing, settings.monitor.window_rows)
+    chosen = choose_trainer(ws, settings, trainer, policy_file=policy_file)
     frame = simulator.stream(rows)
     source = f"simulator (seed {seed}, {rows:,} rows, drift from row {at:,})"
     history = history_from_frame(frame, SIMULATED_TIME_COLUMN, policy.target, source=source)
-    trainer = _user_trainer(ws, settings) if settings.pipeline.trainer else simulator_trainer
     drift_point = history.times[at]
     return _run(
         history,
         policy,
-        trainer,
+        chosen,
         windowing,
         span,
         count,
         source,
         SIMULATED_TIME_COLUMN,
+        _policy_source(ws, policy_file),
         progress,
+        on_start,
         drift_point=drift_point,
     )
 
@@ -270,15 +337,52 @@ def policy_from_settings(settings: Settings, *, target: str | None = None) -> Ba
     )
 
 
-def _user_trainer(ws: Workspace, settings: Settings) -> Trainer:
+def choose_trainer(
+    ws: Workspace, settings: Settings, choice: str | None, *, policy_file: Path | None = None
+) -> ChosenTrainer:
+    """The trainer to retrain with. ``choice`` (``--trainer``) is ``builtin`` or a
+    ``module:function``; without it, the policy file's ``pipeline.trainer``, else the project's
+    (the user's code is what a backtest evaluates), else the built-in
+    :func:`simulator_trainer`."""
+    if choice is not None and choice.strip().lower() in (BUILTIN_TRAINER, "built-in"):
+        return ChosenTrainer(simulator_trainer, BUILTIN_TRAINER_NAME, "--trainer builtin")
+    if choice is not None:
+        spec = choice.strip()
+        module, _, function = spec.partition(":")
+        if not module or not function:
+            raise InvalidInputError(
+                f"--trainer must be 'builtin' or module:function. Got {choice!r} instead.",
+                hint="e.g. --trainer pipeline:train (a module in the project folder).",
+            )
+        return ChosenTrainer(_user_trainer(ws, spec), spec, "--trainer")
+    if policy_file is not None and settings.pipeline.trainer:
+        spec = settings.pipeline.trainer
+        where = f"pipeline.trainer in {Path(policy_file).name}"
+    else:
+        spec, where = ws.settings.pipeline.trainer, "the project's pipeline.trainer"
+    if spec:
+        return ChosenTrainer(
+            _user_trainer(ws, spec), spec, f"{where}; --trainer builtin for the built-in one"
+        )
+    return ChosenTrainer(
+        simulator_trainer,
+        BUILTIN_TRAINER_NAME,
+        "no pipeline.trainer is set; --trainer module:function for yours",
+    )
+
+
+def _policy_source(ws: Workspace, policy_file: Path | None) -> str:
+    if policy_file is not None:
+        return f"{policy_file} (--policy: its settings over the defaults)"
+    project_file = ws.settings.project_dir / PROJECT_FILE
+    if project_file.is_file():
+        return f"{project_file} (the project's settings)"
+    return f"the defaults (no {PROJECT_FILE} in {ws.settings.project_dir} or above)"
+
+
+def _user_trainer(ws: Workspace, spec: str) -> Trainer:
     from closedloop.services.pipeline import call_user, import_function
 
-    spec = settings.pipeline.trainer
-    if not spec:
-        raise ConfigError(
-            "The setting pipeline.trainer is not set: the backtest retrains with it.",
-            hint='Add trainer = "module:function" to [pipeline] in closedloop.toml.',
-        )
     function = import_function(spec, setting="trainer", ws=ws)
 
     def train(X: pd.DataFrame, y: pd.Series) -> Any:
@@ -467,13 +571,15 @@ def _windows(
 def _run(
     history: History,
     policy: BacktestPolicy,
-    trainer: Trainer,
+    trainer: ChosenTrainer,
     windowing: Windowing,
     span: pd.Timedelta | None,
     rows: int | None,
     source: str,
     time_column: str,
+    policy_source: str,
     progress: Progress | None,
+    on_start: Callable[[Setup], None] | None,
     *,
     drift_point: pd.Timestamp | None = None,
 ) -> Backtest:
@@ -482,17 +588,28 @@ def _run(
     label = windowing.window or f"{rows} rows"
     first, start, rule = _cut_off(history, windowing)
     windows = _windows(history, first, start, span, rows, label)
+    setup = Setup(
+        trainer=trainer.name,
+        trainer_source=trainer.source,
+        data=source,
+        policy_source=policy_source,
+        windows=len(windows),
+        window=label if span is not None else f"{rows} rows",
+    )
+    if on_start is not None:
+        on_start(setup)
     result = replay(
         history,
         windows,
         first,
         policy,
-        Pipeline(train=trainer, split=split_holdout),
+        Pipeline(train=trainer.train, split=split_holdout),
         drift_point=drift_point,
         progress=progress,
     )
     return Backtest(
         result=result,
+        setup=setup,
         source=source,
         rows=len(history),
         time_column=time_column,
@@ -503,10 +620,14 @@ def _run(
 
 
 __all__ = [
+    "BUILTIN_TRAINER",
     "Backtest",
+    "ChosenTrainer",
+    "Setup",
     "Windowing",
     "backtest_file",
     "backtest_simulated",
+    "choose_trainer",
     "parse_times",
     "parse_window",
     "policy_from_settings",
