@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,9 +90,63 @@ def test_demo_narrates_the_whole_loop(demo: tuple[Path, str]) -> None:
     during = line_with(out, r"^\s+requests during the rollback: (\d+), failed: (\d+)$")
     assert int(during.group(1)) > 0
     assert during.group(2) == "0"
-    assert line_with(out, r"^\s+v2: roc_auc=.* aliases=production$")
+    v1 = line_with(out, r"^\s+v1: roc_auc=([0-9.]+) gate=passed aliases=—$")
+    v2 = line_with(
+        out,
+        r"^\s+v2: roc_auc=([0-9.]+) gate=passed \(on v2's held-out rows: "
+        r"v2 ([0-9.]+) vs v1 ([0-9.]+)\) aliases=production$",
+    )
+    # each version's own figure is on its own held-out rows; the gate's on the same rows
+    assert v2.group(1) == v2.group(2)
+    assert float(v2.group(2)) > float(v2.group(3))
+    assert float(v1.group(1)) > 0.5
+    assert line_with(
+        out,
+        r"^\s+note: each roc_auc above is on that version's own held-out rows "
+        r"\(v1 on simulator:history; v2 on traffic: .*\).* same rows$",
+    )
+    assert line_with(out, r"^\s+v3: roc_auc=— gate=not gated aliases=—$")
+    # events without a version show a dash, never "v-"
+    assert not re.search(r"\bv-", out), out
     assert line_with(out, r"^\s+alerts raised: drift, canary_aborted, rollback_done ")
-    assert re.search(r"^done in [0-9.]+ s\.", out, re.MULTILINE)
+    assert re.search(r"^done in [0-9.]+ s\. The store is in .*demo-project", out, re.MULTILINE)
+
+
+def test_demo_ends_with_the_exact_commands_to_look_around(demo: tuple[Path, str]) -> None:
+    folder, out = demo
+    lines = out.splitlines()
+    start = lines.index("next, look around (run these from this folder):")
+    commands = [
+        line.split("#")[0].strip() for line in lines[start + 1 :] if line.startswith("    ")
+    ]
+    programs = {shlex.split(c)[0] for c in commands}
+    assert len(programs) == 1
+    # this environment's own closedloop: the script beside its python, by name only when that
+    # is the one on PATH
+    script = Path(sys.executable).parent / "closedloop"
+    on_path = shutil.which("closedloop")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        assert programs == {"closedloop"}
+    else:
+        assert programs == {str(script)}
+    activate = Path(sys.executable).parent / "activate"
+    if activate.exists() and programs != {"closedloop"}:
+        assert lines[-1] == (
+            f"(or `source {activate}` once, then plain `closedloop models` and so on)"
+        )
+    ran = []
+    for command in commands:
+        args = shlex.split(command)
+        assert args[1:3] == ["--project", folder.name], command  # typed from the demo's cwd
+        if args[3] == "serve":
+            continue
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOSEDLOOP_")}
+        done = subprocess.run(
+            args, cwd=folder.parent, capture_output=True, text=True, timeout=120, env=env
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        ran.append(args[3])
+    assert ran == ["models", "versions", "history", "runs", "report"]
 
 
 def test_demo_leaves_a_store_the_cli_can_read(demo: tuple[Path, str]) -> None:

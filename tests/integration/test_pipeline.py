@@ -309,7 +309,8 @@ def test_first_train_registers_v1_and_promotes_it(project: Project) -> None:
     assert run.status == "FINISHED"
     assert run.error is None
     assert run.experiment == MODEL
-    assert run.metrics == {"roc_auc": pytest.approx(expected, abs=1e-12)}
+    # the candidate's metric and the gate's verdict (no incumbent: nothing else was computed)
+    assert run.metrics == {"roc_auc": pytest.approx(expected, abs=1e-12), "gate.passed": 1.0}
     assert run.params["trainer"] == f"{project.module}:train_good"
     assert run.params["target"] == TARGET
     assert [d["role"] for d in run.datasets] == ["training"]
@@ -670,9 +671,10 @@ def test_regression_with_rmse_promotes_the_candidate_with_lower_error(project: P
     assert "worse" in third.decision.reason
     assert "lower is better" in third.decision.reason
     assert registry.resolve_alias(ws, MODEL) == 2
-    assert get_run(ws, third.run_id).metrics == {
-        "rmse": pytest.approx(third.decision.candidate, rel=1e-12)
-    }
+    recorded = get_run(ws, third.run_id).metrics
+    assert recorded["rmse"] == pytest.approx(third.decision.candidate, rel=1e-12)
+    assert recorded["gate.incumbent.rmse"] == pytest.approx(third.decision.incumbent, rel=1e-12)
+    assert recorded["gate.passed"] == 0.0
 
 
 def test_a_production_version_that_cannot_score_the_new_data_blocks_promotion(

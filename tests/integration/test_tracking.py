@@ -307,3 +307,45 @@ def test_run_info_round_trips_to_a_json_ready_dict(ws: Workspace) -> None:
     assert out["status"] == "FINISHED"
     assert out["metric_history"] == {"auc": [[2, 0.7]]}
     assert out["datasets"][0]["n_rows"] == 3
+
+
+class ManyParams:
+    """An estimator-like object with more parameters than a run keeps, one of them huge."""
+
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        import numpy as np
+
+        params: dict[str, object] = {f"p{i:04d}": i for i in range(400)}
+        params["p0000"] = "v" * 5000
+        params["p0001"] = np.float32(0.5)
+        params["p0002"] = np.arange(1000)
+        params["p0003"] = float("nan")
+        return params
+
+
+def test_estimator_params_are_json_ready_and_bounded(ws: Workspace) -> None:
+    from closedloop.services.tracking import MAX_ESTIMATOR_PARAMS, MAX_PARAM_CHARS
+
+    with start_run(ws) as run:
+        recorded = run.log_estimator_params(ManyParams(), prefix="model.")
+        assert run.log_estimator_params(object()) == {}  # no get_params: nothing to record
+
+    params = get_run(ws, run.id).params
+    assert params == recorded
+    assert len(params) == MAX_ESTIMATOR_PARAMS + 1
+    assert params["model._omitted"] == 400 - MAX_ESTIMATOR_PARAMS
+    assert len(params["model.p0000"]) == MAX_PARAM_CHARS
+    assert params["model.p0000"].endswith("…")
+    assert params["model.p0001"] == 0.5
+    assert len(params["model.p0002"]) <= MAX_PARAM_CHARS
+    assert params["model.p0003"] == "nan"
+    assert params["model.p0299"] == 299
+    assert "model.p0300" not in params
+
+
+def test_a_metric_name_longer_than_the_store_holds_is_refused(ws: Workspace) -> None:
+    with start_run(ws) as run:
+        with pytest.raises(InvalidInputError, match=r"1 to 200 characters\. Got 201"):
+            run.log_metric("m" * 201, 1.0)
+        run.log_metric("m" * 200, 1.0)
+    assert get_run(ws, run.id).metrics == {"m" * 200: 1.0}

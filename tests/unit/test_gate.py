@@ -716,3 +716,48 @@ def test_from_dict_rejects_a_malformed_interval() -> None:
     data["interval"] = {"low": "x"}
     with pytest.raises(InvalidInputError, match="malformed"):
         GateDecision.from_dict(data)
+
+
+# -- the decision's figures as run metrics ------------------------------------------------------
+
+
+def test_metrics_flatten_every_computed_figure_and_leave_out_the_undefined_ones() -> None:
+    from closedloop.domain.gate import Interval, SliceCheck
+
+    interval = Interval(
+        low=0.01, high=0.05, confidence=0.95, n_bootstrap=200, n_undefined=3, seed=0
+    )
+    slices = (
+        SliceCheck("region", "north", 40, 0.81, 0.78, True, True, ""),
+        SliceCheck("region", "south", 5, None, None, False, True, "not judged"),
+    )
+    latency = judge_latency(0.002, 0.001, n_rows=100, tolerance=0.5)
+    decision = decide("roc_auc", 0.8, 0.77, 0.0, interval=interval, slices=slices, latency=latency)
+
+    assert decision.metrics() == {
+        "roc_auc": 0.8,
+        "gate.incumbent.roc_auc": 0.77,
+        "gate.improvement": pytest.approx(0.03),
+        "gate.improvement.low": 0.01,
+        "gate.improvement.high": 0.05,
+        "gate.bootstrap.undefined": 3.0,
+        "gate.passed": 1.0,
+        "gate.slice.region=north.candidate": 0.81,
+        "gate.slice.region=north.incumbent": 0.78,
+        "gate.slice.region=north.rows": 40.0,
+        "gate.slice.region=south.rows": 5.0,  # metric undefined there: only the row count
+        "gate.latency.candidate_seconds_per_row": 2e-5,
+        "gate.latency.incumbent_seconds_per_row": 1e-5,
+        "gate.latency.allowed_seconds_per_row": latency.allowed_seconds_per_row,
+        "gate.latency.ratio": 2.0,
+    }
+    assert decide("rmse", 1.5, None).metrics() == {"rmse": 1.5, "gate.passed": 1.0}
+
+
+def test_a_slice_metric_name_stays_within_what_the_store_holds() -> None:
+    from closedloop.domain.gate import SliceCheck
+
+    long_value = "x" * 500
+    checks = (SliceCheck("segment", long_value, 40, 0.8, 0.7, True, True, ""),)
+    decision = decide("accuracy", 0.8, 0.7, slices=checks)
+    assert all(len(name) <= 200 for name in decision.metrics())

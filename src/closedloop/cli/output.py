@@ -23,14 +23,22 @@ def dump_json(data: Any) -> None:
     )
 
 
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Print a table (plain text when not a terminal, so scripts and logs stay readable)."""
+def table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, fit_first: bool = False
+) -> None:
+    """Print a table (plain text when not a terminal, so scripts and logs stay readable).
+
+    ``fit_first``: the first column (row names) is never cut or wrapped."""
     from rich.console import Console
     from rich.table import Table
 
     grid = Table(title=title, title_justify="left")
-    for name in columns:
-        grid.add_column(name)
+    for i, name in enumerate(columns):
+        if i == 0 and fit_first:
+            longest = max([len(name), *(len(str(row[0])) for row in rows)])
+            grid.add_column(name, no_wrap=True, min_width=min(longest, 80))
+        else:
+            grid.add_column(name)
     for row in rows:
         grid.add_row(*("" if v is None else str(v) for v in row))
     Console(width=max(100, _width())).print(grid)
@@ -89,3 +97,13 @@ def workspace() -> Any:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def figure(value: Any, digits: int = 4) -> str:
+    """A metric value for people: ``digits`` significant figures (0.7931, 1.235e+04); ints and
+    anything not a number as they are. ``--json`` output keeps full precision."""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    if hasattr(value, "dtype") and getattr(value, "ndim", None) == 0:  # a numpy scalar
+        return figure(value.item(), digits)
+    return str(value)

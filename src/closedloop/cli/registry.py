@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.cli.output import (
+    command_runner,
+    dump_json,
+    figure,
+    json_option,
+    say,
+    table,
+    workspace,
+)
+
+if TYPE_CHECKING:
+    from closedloop.services.tracking import RunInfo
+
+VERSIONS_NOTE = (
+    "note: `metrics` scores each version on its own held-out rows, so versions trained on "
+    "different data are scored on different rows and their figures are not comparable; "
+    "`gate (same rows)` is the candidate vs the production version of the time, both scored on "
+    "the candidate's held-out rows."
+)
 
 
 @click.command("models")
@@ -44,7 +64,7 @@ def versions_cmd(model: str, as_json: bool) -> None:
         return
     rows = []
     for v in found:
-        metrics = ", ".join(f"{k}={val:.4f}" for k, val in v.metrics.items())
+        metrics = ", ".join(f"{k}={figure(val)}" for k, val in v.metrics.items())
         gate = v.lineage.get("gate", {})
         data = v.lineage.get("dataset", {})
         rows.append(
@@ -53,6 +73,7 @@ def versions_cmd(model: str, as_json: bool) -> None:
                 ", ".join(v.aliases),
                 metrics,
                 "passed" if gate.get("passed") else ("rejected" if gate else ""),
+                head_to_head(gate, v.number),
                 str(data.get("sha256", ""))[:12],
                 (v.lineage.get("git_commit") or "")[:10],
                 v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -60,9 +81,25 @@ def versions_cmd(model: str, as_json: bool) -> None:
         )
     table(
         f"versions of {model}",
-        ["version", "aliases", "metrics", "gate", "data", "commit", "created"],
+        ["version", "aliases", "metrics", "gate", "gate (same rows)", "data", "commit", "created"],
         rows,
     )
+    if any(v.lineage.get("gate") for v in found):
+        say(VERSIONS_NOTE)
+
+
+def head_to_head(gate: dict[str, Any], number: int) -> str:
+    """The gate's figures from a version's lineage: ``v2 0.8123 vs v1 0.7681``, both scored on
+    the candidate's held-out rows; empty when the version was not gated."""
+    if not gate:
+        return ""
+    candidate, incumbent = gate.get("candidate"), gate.get("incumbent")
+    if candidate is None:
+        return ""
+    if incumbent is None:
+        return "no production then"
+    against = gate.get("incumbent_version")
+    return f"v{number} {figure(candidate)} vs v{against or '?'} {figure(incumbent)}"
 
 
 @click.command("history")
@@ -229,12 +266,27 @@ def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
 @click.option("--experiment", default=None, help="Only runs of this experiment.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--compare", "compare_ids", multiple=True, help="Run ids to compare side by side.")
+@click.option(
+    "--metric",
+    default=None,
+    metavar="NAME",
+    help="Show every recorded step of metric NAME in the listed (or compared) runs.",
+)
 @json_option
 @command_runner
 def runs_cmd(
-    experiment: str | None, limit: int, compare_ids: tuple[str, ...], as_json: bool
+    experiment: str | None,
+    limit: int,
+    compare_ids: tuple[str, ...],
+    metric: str | None,
+    as_json: bool,
 ) -> None:
-    """List tracked runs (newest first), or compare runs' params and metrics."""
+    """List tracked runs (newest first), or compare runs' params and metrics.
+
+    Metric values are shown to 4 significant figures (--json keeps full precision); a metric
+    logged at several steps shows its last value and its step count, and --metric NAME lists
+    every step.
+    """
     from closedloop.services import tracking
 
     ws = workspace()
@@ -243,6 +295,9 @@ def runs_cmd(
         if compare_ids
         else tracking.list_runs(ws, experiment=experiment, limit=limit)
     )
+    if metric is not None:
+        _metric_steps(found, metric, as_json)
+        return
     if as_json:
         dump_json([r.to_dict() for r in found])
         return
@@ -252,7 +307,7 @@ def runs_cmd(
             | {f"metric:{k}" for r in found for k in r.metrics}
         )
         rows = [(key, *(_field(r, key) for r in found)) for key in keys]
-        table("runs compared", ["", *(r.id[:8] for r in found)], rows)
+        table("runs compared", ["", *(r.id[:8] for r in found)], rows, fit_first=True)
         return
     rows = [
         (
@@ -261,7 +316,7 @@ def runs_cmd(
             r.experiment,
             r.status,
             r.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            ", ".join(f"{k}={v:.4g}" for k, v in r.metrics.items()),
+            _metrics_summary(r),
             (r.code.get("git_commit") or "")[:10],
         )
         for r in found
@@ -269,10 +324,63 @@ def runs_cmd(
     table("runs", ["run", "name", "experiment", "status", "started", "metrics", "commit"], rows)
 
 
-def _field(run: object, key: str) -> object:
+def _metric_text(run: RunInfo, name: str) -> str:
+    """The metric's last value, and how many steps it has when more than one."""
+    steps = len(run.metric_history.get(name, ()))
+    value = figure(run.metrics[name])
+    return f"{value} ({steps} steps)" if steps > 1 else value
+
+
+def _metrics_summary(run: RunInfo) -> str:
+    """The run's own metrics; the gate's figures (``gate.*``) only counted (--compare shows
+    them)."""
+    own = [k for k in run.metrics if not k.startswith("gate.")]
+    text = ", ".join(f"{k}={_metric_text(run, k)}" for k in own)
+    gate = len(run.metrics) - len(own)
+    counted = f"{gate} gate figure{'s' if gate > 1 else ''}" if gate else ""
+    return "; ".join(part for part in (text, counted) if part)
+
+
+def _metric_steps(runs: list[RunInfo], metric: str, as_json: bool) -> None:
+    """Every recorded step of ``metric`` in each of ``runs`` that has it."""
+    from closedloop.errors import NotFoundError
+
+    having = [r for r in runs if metric in r.metric_history]
+    if not having:
+        known = sorted({k for r in runs for k in r.metrics})
+        listed = f"Metrics of these runs: {', '.join(known)}. " if known else ""
+        raise NotFoundError(
+            f"No listed run has a metric {metric!r}.",
+            hint=f"{listed}Widen the list with --experiment/--limit, or pick runs with --compare.",
+        )
+    if as_json:
+        dump_json(
+            [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "metric": metric,
+                    "history": [
+                        {"step": step, "value": value} for step, value in r.metric_history[metric]
+                    ],
+                }
+                for r in having
+            ]
+        )
+        return
+    rows = [
+        (r.id[:8], r.name, step, figure(value))
+        for r in having
+        for step, value in r.metric_history[metric]
+    ]
+    table(f"{metric} by step", ["run", "name", "step", "value"], rows)
+
+
+def _field(run: RunInfo, key: str) -> object:
     kind, _, name = key.partition(":")
-    source = getattr(run, "params" if kind == "param" else "metrics")
-    return source.get(name, "")
+    if kind == "metric":
+        return _metric_text(run, name) if name in run.metrics else ""
+    return str(run.params[name]) if name in run.params else ""
 
 
 def register(cli: click.Group) -> None:

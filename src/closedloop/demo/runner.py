@@ -263,11 +263,62 @@ def run_demo(folder: Path, *, port: int = 0) -> None:
     port = port or _free_port()
     started = time.perf_counter()
     story.run(folder, settings, port)
-    print(
-        f"\ndone in {time.perf_counter() - started:.1f} s. The store is in "
-        f"{folder / '.closedloop'}; try `closedloop models`, `closedloop history {MODEL}` "
-        f"or `closedloop serve` there."
-    )
+    took = time.perf_counter() - started
+    print(f"\ndone in {took:.1f} s. The store is in {folder / '.closedloop'}.")
+    for line in next_steps(folder, Path.cwd()):
+        print(line)
+
+
+NEXT_COMMANDS = (
+    ("models", "models and their aliases"),
+    (f"versions {MODEL}", "metrics, and the gate's figures on the same rows"),
+    (f"history {MODEL} --all", "every event: who, when, why"),
+    ("runs", "tracked runs; --compare RUN shows every param and metric"),
+    (f"report {MODEL}", "an HTML report of the drift checks"),
+    ("serve", "serve production again (Ctrl-C stops it)"),
+)
+
+
+def next_steps(folder: Path, cwd: Path) -> list[str]:
+    """The exact commands that read the store the demo left in ``folder``, as typed from
+    ``cwd``: the ``closedloop`` of this environment (``.venv/bin/closedloop`` when it is not on
+    PATH, or ``python -m closedloop``), with ``--project`` unless ``folder`` is ``cwd``."""
+    import shlex
+
+    scripts = Path(sys.executable).parent
+    script = scripts / "closedloop"
+    on_path = shutil.which("closedloop")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        command = "closedloop"
+    elif script.exists():
+        command = shlex.quote(_shown(script, cwd))
+    else:
+        command = f"{shlex.quote(sys.executable)} -m closedloop"
+    if folder.resolve() != cwd.resolve():
+        command += f" --project {shlex.quote(_shown(folder, cwd))}"
+    width = max(len(f"{command} {args}") for args, _ in NEXT_COMMANDS)
+    lines = ["next, look around (run these from this folder):"]
+    for args, what in NEXT_COMMANDS:
+        text = f"{command} {args}"
+        lines.append(f"    {text:<{width}}  # {what}")
+    activate = scripts / "activate"
+    if command != "closedloop" and script.exists() and activate.exists():
+        lines.append(
+            f"(or `source {shlex.quote(_shown(activate, cwd))}` once, then plain "
+            f"`closedloop {NEXT_COMMANDS[0][0]}` and so on)"
+        )
+    return lines
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    """``path`` relative to ``cwd`` when it lies inside it (``.venv/bin/closedloop``), else
+    absolute."""
+    absolute = Path(os.path.abspath(path))
+    try:
+        relative = absolute.relative_to(Path(os.path.abspath(cwd)))
+    except ValueError:
+        return str(absolute)
+    return str(relative) if str(relative) != "." else "."
 
 
 __all__ = ["MODEL", "Traffic", "run_demo"]

@@ -191,14 +191,25 @@ def run(folder: Path, settings: Settings, port: int) -> None:
         server.wait(timeout=30)
 
     _step(10, "Final state and history")
-    for v in registry.list_versions(ws, MODEL):
+    versions = registry.list_versions(ws, MODEL)
+    for v in versions:
         gate = v.lineage.get("gate", {})
         auc = v.metrics.get("roc_auc")
         print(
             f"    v{v.number}: roc_auc={'—' if auc is None else format(auc, '.3f')} "
-            f"gate={'passed' if gate.get('passed') else ('rejected' if gate else 'not gated')} "
-            f"aliases={','.join(v.aliases) or '-'}"
+            f"gate={'passed' if gate.get('passed') else ('rejected' if gate else 'not gated')}"
+            f"{_same_rows(v.number, gate)} aliases={','.join(v.aliases) or '—'}"
         )
+    sources = [
+        f"v{v.number} on {v.lineage['dataset']['source']}"
+        for v in versions
+        if v.metrics.get("roc_auc") is not None and "dataset" in v.lineage
+    ]
+    print(
+        "    note: each roc_auc above is on that version's own held-out rows "
+        f"({'; '.join(sources)}), so a version trained on easier data can show a higher one; "
+        "only the gate's figures compare two versions on the same rows"
+    )
     alerts = [e for e in events.list_events(ws, model=MODEL, kinds=("alert.raised",))]
     print(
         f"    alerts raised: {', '.join(str(e.payload['kind']) for e in alerts)} "
@@ -209,8 +220,19 @@ def run(folder: Path, settings: Settings, port: int) -> None:
             continue
         alias = e.payload.get("alias")
         what = f"{e.kind}{f' ({alias})' if alias else ''}"
-        print(f"    {e.ts:%H:%M:%S} {what:<30} v{e.version or '-':<3} {e.actor:<6} {e.reason}")
+        version = f"v{e.version}" if e.version else "—"
+        print(f"    {e.ts:%H:%M:%S} {what:<30} {version:<4} {e.actor:<6} {e.reason}")
     print(f"    requests: {traffic.requests}, failed: {traffic.failures}")
+
+
+def _same_rows(number: int, gate: dict[str, Any]) -> str:
+    """The gate's head-to-head figures from a version's lineage, when it had an incumbent."""
+    if gate.get("incumbent") is None:
+        return ""
+    return (
+        f" (on v{number}'s held-out rows: v{number} {gate['candidate']:.3f} vs "
+        f"v{gate.get('incumbent_version')} {gate['incumbent']:.3f})"
+    )
 
 
 def _wait_shadow(ws: Any, traffic: Traffic, frame: Any, version: int) -> None:

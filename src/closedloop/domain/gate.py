@@ -66,6 +66,7 @@ LATENCY_SLACK_PER_PASS = 0.010
 """Seconds per timed pass (``predict`` and, for classifiers, ``predict_proba`` over the held-out
 rows: 5 ms for each call) likewise: on small held-out sets, fixed per-call overhead (input
 checks, column selection, one-hot encoders) dominates and is noisy on a busy machine."""
+_MAX_SLICE_KEY = 180  # run metric names hold at most 200 characters
 _BLOCK_ELEMENTS = 1_000_000  # resample weights are built this many (resample, row) cells at a time
 
 
@@ -242,6 +243,46 @@ class GateDecision:
             "interval": None if self.interval is None else self.interval.to_dict(),
             "slices": [s.to_dict() for s in self.slices],
             "latency": None if self.latency is None else self.latency.to_dict(),
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """Every figure the gate computed, as flat run metrics (``roc_auc`` stands for the
+        metric):
+
+        * ``roc_auc``: the candidate on the held-out rows;
+        * ``gate.incumbent.roc_auc``: production on the same rows; ``gate.improvement``: their
+          difference in the good direction; ``gate.improvement.low`` / ``.high``: its bootstrap
+          interval; ``gate.bootstrap.undefined``: resamples where the metric was undefined;
+        * ``gate.slice.<column>=<value>.candidate`` / ``.incumbent`` / ``.rows`` per slice;
+        * ``gate.latency.candidate_seconds_per_row``, ``.incumbent_seconds_per_row``,
+          ``.allowed_seconds_per_row`` and ``.ratio``;
+        * ``gate.passed``: 1.0 or 0.0.
+
+        A figure that was not computed (no incumbent, an undefined slice) is left out.
+        """
+        figures: dict[str, float | None] = {
+            self.metric: self.candidate,
+            f"gate.incumbent.{self.metric}": self.incumbent,
+            "gate.improvement": self.improvement,
+            "gate.passed": 1.0 if self.passed else 0.0,
+        }
+        if self.interval is not None:
+            figures["gate.improvement.low"] = self.interval.low
+            figures["gate.improvement.high"] = self.interval.high
+            figures["gate.bootstrap.undefined"] = float(self.interval.n_undefined)
+        for s in self.slices:
+            name = f"gate.slice.{s.column}={s.value}"[:_MAX_SLICE_KEY]
+            figures[f"{name}.candidate"] = s.candidate
+            figures[f"{name}.incumbent"] = s.incumbent
+            figures[f"{name}.rows"] = float(s.n)
+        if self.latency is not None:
+            lat = self.latency
+            figures["gate.latency.candidate_seconds_per_row"] = lat.candidate_seconds_per_row
+            figures["gate.latency.incumbent_seconds_per_row"] = lat.incumbent_seconds_per_row
+            figures["gate.latency.allowed_seconds_per_row"] = lat.allowed_seconds_per_row
+            figures["gate.latency.ratio"] = lat.ratio
+        return {
+            k: float(v) for k, v in figures.items() if v is not None and math.isfinite(float(v))
         }
 
     @classmethod

@@ -11,7 +11,10 @@ production version on the *same* held-out rows (once each) → runs the gate
 (:func:`closedloop.domain.gate.judge`: a paired-bootstrap interval of the improvement, the
 declared slices, and both models' latency, which is measured here) → registers the candidate →
 promotes it only when the gate passes (and promotion was asked for). The whole decision is
-recorded on the version's lineage and in the ``gate.decided`` event.
+recorded on the version's lineage and in the ``gate.decided`` event. The tracked run records the
+pipeline settings, the trained estimator's parameters (nested ones too, under ``model.``, see
+:func:`~closedloop.services.tracking.estimator_params`) and every figure the gate computed
+(:meth:`~closedloop.domain.gate.GateDecision.metrics`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ LATENCY_REPEATS = 7
 is judged. Fewer (at least 3) when the calls are slow, see :data:`LATENCY_BUDGET_SECONDS`."""
 LATENCY_BUDGET_SECONDS = 10.0
 """Stop adding latency repeats (after the third) once this much time has been spent timing."""
+MODEL_PARAM_PREFIX = "model."
+"""The trained estimator's parameters are recorded on the run under this prefix (the pipeline's
+own settings have none), e.g. ``model.ridge__alpha``; the version records them without it."""
 _LINEAGE_KEYS = frozenset({"dataset", "run_id", "gate", "git_commit", "git_dirty", "environment"})
 
 
@@ -341,12 +347,14 @@ def train(
         data_hash = run.log_dataset(frame, source=source or "frame", role="training")
         incumbent_version = _incumbent_version(ws, cfg.model)
         estimator = call_user(trainer, f"trainer {cfg.trainer}", X_train, y_train)
+        params = run.log_estimator_params(estimator, prefix=MODEL_PARAM_PREFIX)
         outputs = call_user(predict_outputs, "candidate's predict", estimator, X_hold)
         candidate = score_outputs(cfg.metric, y_hold, outputs)
         run.log_metric(cfg.metric, candidate)
         decision, note = _run_gate(
             ws, rules, (estimator, outputs), incumbent_version, X_hold, y_hold, slices
         )
+        run.log_metrics({k: v for k, v in decision.metrics().items() if k != cfg.metric})
         gate_record = {
             **decision.to_dict(),
             "incumbent_version": incumbent_version,
@@ -368,14 +376,13 @@ def train(
 
         lineage.update(code_version(ws.settings.project_dir))
         lineage["environment"] = environment()
-        params = _estimator_params(estimator)
         info = registry.register_version(
             ws,
             cfg.model,
             estimator,
             X_train,
             metrics={cfg.metric: candidate},
-            params=params,
+            params={k.removeprefix(MODEL_PARAM_PREFIX): v for k, v in params.items()},
             lineage=lineage,
             run_id=run.id,
             actor=actor,
@@ -502,17 +509,3 @@ def _record_decision(
             payload=payload,
             reason=decision.reason,
         )
-
-
-def _estimator_params(estimator: Any) -> dict[str, Any]:
-    get_params = getattr(estimator, "get_params", None)
-    if not callable(get_params):
-        return {}
-    try:
-        params = get_params(deep=False)
-    except Exception:  # a third-party get_params may fail; params are informational
-        return {}
-    return {
-        str(k): v if isinstance(v, str | int | float | bool) or v is None else repr(v)
-        for k, v in params.items()
-    }

@@ -10,6 +10,7 @@ goes through it, so runs in different threads never mix::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import sys
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 KEY_PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "lightgbm", "xgboost", "closedloop")
+MAX_METRIC_NAME = 200
+"""The longest metric name the store holds."""
+MAX_ESTIMATOR_PARAMS = 300
+"""At most this many of an estimator's parameters are recorded; the count of the others is
+recorded under ``<prefix>_omitted``."""
+MAX_PARAM_CHARS = 200
+"""A parameter value described by a longer text is cut to this many characters (ending "…")."""
 
 
 def code_version(folder: Path) -> dict[str, Any]:
@@ -97,6 +105,15 @@ class Run:
     def log_params(self, params: dict[str, Any]) -> None:
         self._merge("params", {str(k): _plain(v) for k, v in params.items()})
 
+    def log_estimator_params(self, estimator: Any, prefix: str = "model.") -> dict[str, Any]:
+        """Record ``estimator.get_params(deep=True)`` (see :func:`estimator_params`) under
+        ``prefix``; returns what was recorded. Does nothing for an object without
+        ``get_params``."""
+        params = {f"{prefix}{k}": v for k, v in estimator_params(estimator).items()}
+        if params:
+            self._merge("params", params)
+        return params
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self._merge("tags", {str(k): str(v) for k, v in tags.items()})
 
@@ -120,6 +137,11 @@ class Run:
                 number = math.nan
             if isinstance(value, bool) or not math.isfinite(number):
                 raise InvalidInputError(f"Metric {key!r} must be a finite number. Got {value!r}.")
+            if not key or len(key) > MAX_METRIC_NAME:
+                raise InvalidInputError(
+                    f"A metric name must have 1 to {MAX_METRIC_NAME} characters. "
+                    f"Got {len(key)} characters: {key[:40]!r}."
+                )
             rows.append(
                 {"run_id": self.id, "key": key, "value": number, "step": int(step), "ts": utcnow()}
             )
@@ -175,6 +197,71 @@ def _plain(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return repr(value)
+
+
+def estimator_params(estimator: Any) -> dict[str, Any]:
+    """An estimator's parameters as a flat, JSON-ready dict, nested ones included.
+
+    ``get_params(deep=True)`` names a nested parameter ``step__param`` (a Pipeline's steps, a
+    ColumnTransformer's transformers, a meta-estimator's ``estimator``), as scikit-learn does.
+    Values are kept when they are plain (numpy scalars become Python numbers, non-finite floats
+    text); an estimator becomes its class name, a function or class its qualified name, and
+    anything else a text of at most :data:`MAX_PARAM_CHARS` characters. At most
+    :data:`MAX_ESTIMATOR_PARAMS` parameters are kept; ``_omitted`` counts the others. An object
+    without ``get_params``, or whose ``get_params`` fails, gives ``{}`` (params are informational).
+    """
+    get_params = getattr(estimator, "get_params", None)
+    if isinstance(estimator, type) or not callable(get_params):
+        return {}
+    try:
+        params = dict(get_params(deep=True))
+    except Exception:  # a third-party get_params may fail; params are informational
+        return {}
+    out = {str(k): _param_value(v) for k, v in list(params.items())[:MAX_ESTIMATOR_PARAMS]}
+    if len(params) > MAX_ESTIMATOR_PARAMS:
+        out["_omitted"] = len(params) - MAX_ESTIMATOR_PARAMS
+    return out
+
+
+def _param_value(value: Any) -> Any:
+    import math
+
+    if hasattr(value, "item") and type(value).__module__ == "numpy" and not callable(value):
+        with contextlib.suppress(ValueError, TypeError):
+            value = value.item()  # numpy scalar → Python number (arrays raise)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _cut(value if isinstance(value, str) else _describe(value))
+
+
+def _describe(value: Any, depth: int = 0) -> str:
+    """A short text for a parameter value: estimators by class, callables by qualified name."""
+    if isinstance(value, type) or (callable(value) and not hasattr(value, "get_params")):
+        return _qualified_name(value)
+    if hasattr(value, "get_params"):
+        return type(value).__name__
+    if isinstance(value, list | tuple) and depth < 3:
+        inner = ", ".join(_describe(v, depth + 1) for v in value[:20])
+        more = ", …" if len(value) > 20 else ""
+        return f"[{inner}{more}]" if isinstance(value, list) else f"({inner}{more})"
+    if isinstance(value, dict) and depth < 3:
+        inner = ", ".join(f"{k!r}: {_describe(v, depth + 1)}" for k, v in list(value.items())[:20])
+        return "{" + inner + (", …" if len(value) > 20 else "") + "}"
+    return _cut(repr(value))
+
+
+def _qualified_name(value: Any) -> str:
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    if not isinstance(name, str):
+        return _cut(repr(value))
+    module = getattr(value, "__module__", None) or type(value).__module__
+    return name if module in (None, "builtins") else f"{module}.{name}"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 1] + "…"
 
 
 @contextmanager
