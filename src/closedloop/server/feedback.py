@@ -26,7 +26,7 @@ from closedloop.server import payloads
 from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
-    from closedloop.server.app import ServerContext
+    from closedloop.server.context import ServerContext
 
 _LABEL: dict[str, Any] = {
     "type": "object",

@@ -23,7 +23,7 @@ from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
     from closedloop.domain.model import LoadedVersion, Rows
-    from closedloop.server.app import ServerContext
+    from closedloop.server.context import ServerContext
 
 MODEL_HEADER = "X-Closedloop-Model"
 PREDICT_METHODS = ("predict", "predict_proba")

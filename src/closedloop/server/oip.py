@@ -22,7 +22,7 @@ from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
     from closedloop.domain.model import LoadedVersion
-    from closedloop.server.app import ServerContext
+    from closedloop.server.context import ServerContext
 
 OUTPUTS = ("predict", "predict_proba")
 
