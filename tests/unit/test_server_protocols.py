@@ -551,6 +551,59 @@ def test_oip_malformed_json_unknown_model_and_version(client: InProcessClient) -
     assert "integer" in not_a_number.json()["error"]
 
 
+@pytest.mark.parametrize(
+    "version", ["99999999999999999999", "2147483648", "0", "-1", "+3", "3_000", "\u0663"]
+)
+@pytest.mark.parametrize("route", ["ready", "infer", ""])
+def test_a_path_version_out_of_range_is_a_400_naming_the_parameter(
+    client: InProcessClient, sink: RecordingSink, version: str, route: str
+) -> None:
+    url = f"/v2/models/churn/versions/{version}" + (f"/{route}" if route else "")
+    response = post_json(client, url, oip_columns()) if route == "infer" else client.get(url)
+    assert response.status_code == 400, response.text
+    error = response.json()["closedloop_error"]
+    assert error["code"] == "invalid_input"
+    assert "'version' must be an integer from 1 to 2147483647" in error["message"]
+    assert error["details"] == {"parameter": "version", "minimum": 1, "maximum": 2147483647}
+    assert sink.calls == []
+
+
+def test_a_version_outside_the_serving_plan_is_not_answered_by_number(
+    client: InProcessClient, host: StaticModelHost, models: Models, sink: RecordingSink
+) -> None:
+    canary = models.version(models.churn, 5)
+    host.set_canary("churn", canary, 0.1)
+    assert post_json(client, "/v2/models/churn/versions/5/infer", oip_columns()).status_code == 200
+    sink.calls.clear()
+    response = post_json(client, "/v2/models/churn/versions/4/infer", oip_columns())
+    assert response.status_code == 404
+    assert "X-Model-Version" not in response.headers
+    assert sink.calls == []
+
+
+def test_who_may_load_a_version_outside_the_plan_is_one_seam_loaded_off_the_event_loop(
+    host: StaticModelHost, models: Models
+) -> None:
+    import threading
+
+    app = create_app(host)
+    loaded_in: list[str] = []
+
+    def load_version(name: str, version: int) -> LoadedVersion:
+        loaded_in.append(threading.current_thread().name)
+        return models.version(models.churn, version)
+
+    host.load_version = load_version  # type: ignore[method-assign]
+    client = InProcessClient(app)
+    assert post_json(client, "/v2/models/churn/versions/2/infer", oip_columns()).status_code == 404
+    assert loaded_in == []  # nobody may, by default
+    app.state.context.outside_plan = lambda request: True
+    response = post_json(client, "/v2/models/churn/versions/2/infer", oip_columns())
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Model-Version"] == "2"
+    assert loaded_in and loaded_in[0] != threading.main_thread().name
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus exposition."""
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))

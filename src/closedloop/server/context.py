@@ -22,7 +22,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from closedloop.domain.model import Rows
-from closedloop.errors import InvalidInputError, UserCodeError
+from closedloop.errors import InvalidInputError, NotFoundError, UserCodeError
 from closedloop.server.batching import Batcher, Pending
 from closedloop.server.shadow import ShadowMirror
 
@@ -64,6 +64,10 @@ DEFAULT_BATCH_MAX_ROWS = 1024
 DEFAULT_BATCH_MAX_WAIT = 0.002
 
 
+def _nobody(request: Request) -> bool:
+    return False
+
+
 @dataclass
 class ServerContext:
     """What the routes share: the host, the optional sink, the shadow mirror and the name."""
@@ -78,23 +82,31 @@ class ServerContext:
     """Most rows one model call gets; 1 turns batching off (each request is called alone)."""
     batch_max_wait: float = DEFAULT_BATCH_MAX_WAIT
     """Most seconds a batch waits for requests still being parsed."""
+    outside_plan: Callable[[Request], bool] = field(default=_nobody, repr=False)
+    """Who may ask for a version outside the serving plan by number: nobody for now (callers
+    have no roles yet; this is where a role allowed to operate would be let through)."""
     _batchers: dict[int, Batcher] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def resolve(self, request: Request, name: str, version: int | None = None) -> LoadedVersion:
+    def resolve(self, request: Request, name: str) -> LoadedVersion:
         """The version answering this request; tagged on the response.
 
-        Without a version, the caller's routing key (``X-Routing-Key``, else the request id)
-        picks a side of a running canary, stickily.
+        The caller's routing key (``X-Routing-Key``, else the request id) picks a side of a
+        running canary, stickily.
         """
-        if version is not None:
-            loaded = self.host.get_version(name, version)
-        else:
-            key = request.headers.get(ROUTING_KEY_HEADER) or request.state.request_id
-            loaded = self.host.route(name, key)
-        request.state.model_name = loaded.model
-        request.state.model_version = loaded.version
-        return loaded
+        key = request.headers.get(ROUTING_KEY_HEADER) or request.state.request_id
+        return _tag(request, self.host.route(name, key))
+
+    async def resolve_version(self, request: Request, name: str, version: int) -> LoadedVersion:
+        """Version ``version`` of ``name``, which must be in its serving plan (production, canary
+        or shadow), unless :attr:`outside_plan` lets this caller have any registered version
+        (loaded in a worker thread, never on the event loop)."""
+        try:
+            return _tag(request, self.host.get_version(name, version))
+        except NotFoundError:
+            if not self.outside_plan(request):
+                raise
+        return _tag(request, await run_in_threadpool(self.host.load_version, name, version))
 
     async def predict(
         self, request: Request, loaded: LoadedVersion, parse: Callable[[], Rows], size: int = 0
@@ -243,6 +255,12 @@ class ServerContext:
                 )
             except Exception:
                 logger.exception("could not log the failure of request %s", request_id)
+
+
+def _tag(request: Request, loaded: LoadedVersion) -> LoadedVersion:
+    request.state.model_name = loaded.model
+    request.state.model_version = loaded.version
+    return loaded
 
 
 def _columns(loaded: LoadedVersion) -> list[tuple[str, str]]:
