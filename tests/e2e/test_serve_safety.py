@@ -6,13 +6,18 @@ the prediction log, so "the refused one is not there" is checked once the log ha
 
 from __future__ import annotations
 
+import sqlite3
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
-from tests.e2e.conftest import Served
+from tests.conftest import make_workspace
+from tests.e2e.conftest import Served, start_server, stop_server, wait_ready
+from tests.e2e.test_cli import _clean_env, as_json, assert_clean_error, cli, ok
+from tests.support import features, fit_model, loans
 
 from closedloop.services import registry
 
@@ -57,7 +62,7 @@ def logged_request_ids(served: Served) -> set[str]:
     """The prediction log's request ids once a good request sent now has been written."""
     marker = f"marker-{uuid.uuid4().hex}"
     answer = httpx.post(
-        f"{served.url}/invocations",
+        f"{served.url}/models/loans/invocations",
         json=_split(served.rows.head(1)),
         headers={"X-Request-ID": marker},
         timeout=10,
@@ -114,3 +119,46 @@ def test_a_version_rolled_back_is_not_answered_by_number_and_nothing_is_logged(s
     assert "asked-for-v2" not in logged_request_ids(served)
     current = httpx.post(f"{served.url}/v2/models/loans/versions/1/infer", json=_tensors(rows))
     assert current.status_code == 200
+
+
+def test_training_under_a_name_the_logs_would_refuse_stops_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    ok(tmp_path, "init")
+    refused = cli(tmp_path, "train", env=_clean_env(CLOSEDLOOP_PIPELINE_MODEL="_loans"))
+    assert_clean_error(refused, "model name '_loans' is not allowed", "1 to 128 ASCII letters")
+    assert "hint:" in refused.stderr
+    assert as_json(ok(tmp_path, "models", "--json")) == []
+    assert as_json(ok(tmp_path, "runs", "--json")) == []
+
+
+def test_a_model_registered_under_a_bad_name_before_the_rule_serves_but_is_not_logged(
+    tmp_path: Path,
+) -> None:
+    metadata = tmp_path / ".closedloop" / "metadata.db"
+    artifacts = str(tmp_path / ".closedloop" / "artifacts")
+    ws = make_workspace(tmp_path, f"sqlite:///{metadata}", artifacts)
+    frame = loans(300)
+    X = features(frame)
+    for name in ("loans", "legacy"):
+        registry.register_version(ws, name, fit_model(frame), X)
+        registry.set_alias(ws, name, "production", 1)
+    with sqlite3.connect(metadata) as conn:  # what an older closedloop let through
+        conn.execute("UPDATE models SET name = '_legacy' WHERE name = 'legacy'")
+    process, url = start_server(tmp_path, f"sqlite:///{metadata}", artifacts)
+    try:
+        wait_ready(url, process)
+        answer = httpx.post(f"{url}/models/_legacy/invocations", json=_split(X.head(2)))
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-model-name"] == "_legacy"
+        served = Served(ws=ws, url=url, process=process, rows=X)
+        assert logged_request_ids(served)  # the well-named model's rows were written
+    finally:
+        stop_server(process)
+        ws.close()
+    logged = sorted(p.name for p in (Path(artifacts) / "predictions").iterdir())
+    assert logged == ["model=loans"]
+    server_log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "model '_legacy' is served, but its predictions and feedback are not logged" in (
+        server_log
+    )

@@ -25,6 +25,7 @@ from closedloop.domain.model import Rows
 from closedloop.errors import InvalidInputError, NotFoundError, UserCodeError
 from closedloop.server.batching import Batcher, Pending
 from closedloop.server.shadow import ShadowMirror
+from closedloop.storage.names import is_model_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -206,6 +207,8 @@ class ServerContext:
     ) -> None:
         """Log the batch's rows (each under its request's id and latency); mirror to a shadow."""
         loaded = items[0].loaded
+        if not is_model_name(loaded.model):
+            return  # an older store's name that breaks the rule: served, not logged (see host)
         shadow = self.host.shadow(loaded.model) if self.mirror is not None else None
         if shadow is not None and shadow.version == loaded.version:
             shadow = None

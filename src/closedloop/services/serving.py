@@ -19,6 +19,7 @@ from closedloop.services import registry, rollout
 from closedloop.services.events import ROLLOUT_CHANNEL
 from closedloop.services.rollout import ServingPlan
 from closedloop.services.workspace import Workspace
+from closedloop.storage.names import MODEL_NAME_RULE, is_model_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -214,6 +215,13 @@ class RegistryModelHost:
         canary = self._load(name, plan.canary) if plan.canary is not None else None
         shadow = self._load(name, plan.shadow) if plan.shadow is not None else None
         record = Served(production, canary, plan.canary_weight if canary else 0.0, shadow)
+        if current is None and not is_model_name(name):
+            log.warning(
+                "model %r is served, but its predictions and feedback are not logged: its name "
+                "breaks the model name rule (%s); register it under a name that follows it",
+                name,
+                MODEL_NAME_RULE,
+            )
         if current != record:
             self._served[name] = record  # the atomic swap
             log.info(
