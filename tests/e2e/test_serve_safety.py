@@ -162,3 +162,32 @@ def test_a_model_registered_under_a_bad_name_before_the_rule_serves_but_is_not_l
     assert "model '_legacy' is served, but its predictions and feedback are not logged" in (
         server_log
     )
+
+
+def test_values_a_column_cannot_hold_are_refused_by_name_and_not_logged(served):
+    rows = served.rows.head(2).reset_index(drop=True)
+    huge = rows.astype(object)
+    huge.loc[1, "age"] = 1e300
+    answer = httpx.post(
+        f"{served.url}/invocations", json=_split(huge), headers={"X-Request-ID": "huge-age"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["message"] == (
+        "column 'age' holds integers from -9223372036854775808 to 9223372036854775807; "
+        "row 1 has 1e+300"
+    )
+
+    infinite = rows.astype(object)
+    infinite.loc[0, "income"] = float("inf")
+    answer = httpx.post(
+        f"{served.url}/invocations",
+        content=infinite.to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv", "X-Request-ID": "infinite-income"},
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["closedloop_error"]
+    assert error["message"] == "column 'income' expects finite numbers; row 0 has inf"
+    assert error["details"]["column"] == "income"
+
+    logged = logged_request_ids(served)
+    assert {"huge-age", "infinite-income"} & logged == set()

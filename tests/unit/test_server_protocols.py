@@ -261,6 +261,30 @@ def test_unseen_category_and_out_of_range_values_are_answered(client: InProcessC
     assert len(response.json()["predictions"]) == 1
 
 
+def test_a_value_an_integer_column_cannot_hold_is_a_422_and_nothing_is_logged(
+    client: InProcessClient, sink: RecordingSink
+) -> None:
+    body = {"dataframe_records": [{"income": 50.0, "age": 1e300, "member": 1, "plan": "pro"}]}
+    response = post_json(client, "/invocations", body)
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == (
+        "column 'age' holds integers from -9223372036854775808 to 9223372036854775807; "
+        "row 0 has 1e+300"
+    )
+    assert sink.calls == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_an_infinite_number_is_a_422_naming_the_column(
+    client: InProcessClient, sink: RecordingSink, value: str
+) -> None:
+    csv = f"income,age,member,plan\n{value},30,true,pro\n".encode()
+    response = client.post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 422, response.text
+    assert response.json()["message"].startswith("column 'income' expects finite numbers; row 0")
+    assert sink.calls == []
+
+
 def test_the_sink_records_model_version_request_id_and_rows(
     client: InProcessClient, sink: RecordingSink, models: Models
 ) -> None:
