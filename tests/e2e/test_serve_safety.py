@@ -6,14 +6,18 @@ the prediction log, so "the refused one is not there" is checked once the log ha
 
 from __future__ import annotations
 
+import json
+import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
+import pytest
 from tests.conftest import make_workspace
 from tests.e2e.conftest import Served, start_server, stop_server, wait_ready
 from tests.e2e.test_cli import _clean_env, as_json, assert_clean_error, cli, ok
@@ -191,3 +195,90 @@ def test_values_a_column_cannot_hold_are_refused_by_name_and_not_logged(served):
 
     logged = logged_request_ids(served)
     assert {"huge-age", "infinite-income"} & logged == set()
+
+
+@pytest.fixture
+def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """A server that takes bodies of at most 4096 bytes and requests of at most 50 rows."""
+    monkeypatch.setenv("CLOSEDLOOP_SERVER_MAX_BODY_BYTES", "4096")
+    monkeypatch.setenv("CLOSEDLOOP_SERVER_MAX_ROWS", "50")
+    metadata = f"sqlite:///{tmp_path / '.closedloop' / 'metadata.db'}"
+    artifacts = str(tmp_path / ".closedloop" / "artifacts")
+    ws = make_workspace(tmp_path, metadata, artifacts)
+    frame = loans(300)
+    X = features(frame)
+    registry.register_version(ws, "loans", fit_model(frame), X)
+    registry.set_alias(ws, "loans", "production", 1)
+    process, url = start_server(tmp_path, metadata, artifacts)
+    try:
+        wait_ready(url, process)
+        yield Served(ws=ws, url=url, process=process, rows=X)
+    finally:
+        stop_server(process)
+        ws.close()
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_sent(limited: Served) -> None:
+    host, port = limited.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Request-ID: declared-huge\r\nContent-Length: 1000000000\r\n\r\n"
+        )
+        answer = conn.recv(65536).decode()  # no byte of the body was sent
+    head, _, body = answer.partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413"), head
+    assert json.loads(body)["message"] == (
+        "the request body of 1000000000 bytes is larger than this server takes (4096 bytes)"
+    )
+    assert "declared-huge" not in logged_request_ids(limited)
+
+
+def test_a_chunked_body_past_the_limit_is_a_413(limited: Served) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"dataframe_split": {"columns": [], "data": ['
+        for _ in range(100):
+            yield b"[1, 2, 3, 4, 5, 6, 7, 8]," * 10
+
+    answer = httpx.post(
+        f"{limited.url}/invocations",
+        content=chunks(),
+        headers={"Content-Type": "application/json", "X-Request-ID": "chunked-huge"},
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["closedloop_error"]["details"] == {"limit_bytes": 4096}
+    assert "chunked-huge" not in logged_request_ids(limited)
+
+
+def test_too_many_rows_and_a_body_that_is_not_json_are_refused(limited: Served) -> None:
+    rows = pd.concat([limited.rows.head(30)] * 2, ignore_index=True)  # 60 rows under 4096 bytes
+    too_many = httpx.post(
+        f"{limited.url}/invocations",
+        content=rows.to_csv(index=False).encode(),
+        headers={"Content-Type": "text/csv", "X-Request-ID": "too-many-rows"},
+    )
+    assert too_many.status_code == 413, too_many.text
+    assert too_many.json()["message"] == (
+        "the request has 60 rows; this server takes at most 50 rows per request"
+    )
+
+    plain = httpx.post(
+        f"{limited.url}/v2/models/loans/infer",
+        content=json.dumps(_tensors(limited.rows.head(2))).encode(),
+        headers={"Content-Type": "text/plain", "X-Request-ID": "text-plain"},
+    )
+    assert plain.status_code == 415, plain.text
+    assert plain.json()["error"] == (
+        "unsupported Content-Type 'text/plain'; this route reads application/json or "
+        "application/octet-stream"
+    )
+
+    charset = httpx.post(
+        f"{limited.url}/invocations",
+        content=json.dumps(_split(limited.rows.head(2))).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8", "X-Request-ID": "utf-8"},
+    )
+    assert charset.status_code == 200, charset.text
+    logged = logged_request_ids(limited)
+    assert "utf-8" in logged
+    assert {"too-many-rows", "text-plain"} & logged == set()

@@ -336,7 +336,7 @@ BAD_MLFLOW = {
     "no rows": (bad({"inputs": {c: [] for c in COLUMNS}}), 400, "no rows"),
     "unsupported content type": (
         bad(b"a=1", "application/x-www-form-urlencoded"),
-        400,
+        415,
         "Content-Type",
     ),
     "csv with a bad number": (
@@ -626,6 +626,100 @@ def test_who_may_load_a_version_outside_the_plan_is_one_seam_loaded_off_the_even
     assert response.status_code == 200, response.text
     assert response.headers["X-Model-Version"] == "2"
     assert loaded_in and loaded_in[0] != threading.main_thread().name
+
+
+def test_a_body_declared_larger_than_the_limit_is_a_413_before_it_is_read(
+    host: StaticModelHost, sink: RecordingSink
+) -> None:
+    client = InProcessClient(create_app(host, prediction_log=sink, max_body_bytes=1000))
+    body = orjson.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows() * 20}})
+    assert len(body) > 1000
+    response = client.post("/invocations", content=body, headers={"Content-Type": JSON})
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        f"the request body of {len(body)} bytes is larger than this server takes (1000 bytes)"
+    )
+    assert response.json()["closedloop_error"]["code"] == "too_large"
+    assert response.headers["X-Request-ID"]
+    assert sink.calls == []
+
+
+def test_a_streamed_body_is_cut_off_with_a_413_once_it_passes_the_limit(
+    host: StaticModelHost, sink: RecordingSink
+) -> None:
+    client = InProcessClient(create_app(host, prediction_log=sink, max_body_bytes=1000))
+    sent: list[int] = []
+
+    async def chunks() -> Any:
+        for _ in range(100):
+            sent.append(1)
+            yield b" " * 400
+
+    response = client.post("/v2/models/churn/infer", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"] == (
+        "the request body is larger than this server takes (1000 bytes)"
+    )
+    assert len(sent) < 100
+    assert sink.calls == []
+
+
+def test_more_rows_than_the_limit_is_a_413_naming_it(
+    host: StaticModelHost, sink: RecordingSink
+) -> None:
+    client = InProcessClient(create_app(host, prediction_log=sink, max_rows=5))
+    body = {"dataframe_split": {"columns": COLUMNS, "data": rows() * 2}}
+    response = post_json(client, "/invocations", body)
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        "the request has 6 rows; this server takes at most 5 rows per request"
+    )
+    assert sink.calls == []
+    assert post_json(client, "/invocations", {"inputs": rows()}).status_code == 200
+
+
+JSON = "application/json"
+REFUSED_MEDIA = {
+    "/invocations": "text/plain",
+    "/models/churn/invocations": "application/x-www-form-urlencoded",
+    "/v2/models/churn/infer": "text/csv",
+    "/models/churn/feedback": "text/plain; charset=utf-8",
+}
+
+
+@pytest.mark.parametrize("path", sorted(REFUSED_MEDIA))
+def test_a_body_of_a_type_the_route_does_not_read_is_a_415(
+    host: StaticModelHost, sink: RecordingSink, path: str, tmp_path: Any
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    app = create_app(host, prediction_log=sink, feedback_log=FeedbackLog(str(tmp_path)))
+    body = oip_columns() if "/v2/" in path else {"inputs": rows()}
+    media = REFUSED_MEDIA[path]
+    response = InProcessClient(app).post(
+        path, content=orjson.dumps(body), headers={"Content-Type": media}
+    )
+    assert response.status_code == 415, response.text
+    error = response.json().get("closedloop_error") or response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert error["message"].startswith(f"unsupported Content-Type {media.split(';')[0]!r}")
+    assert sink.calls == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "media", ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8", None]
+)
+def test_json_with_a_charset_or_without_a_content_type_is_read(
+    client: InProcessClient, media: str | None
+) -> None:
+    headers = {"Content-Type": media} if media else {}
+    for path, body in (
+        ("/invocations", {"inputs": rows()}),
+        ("/v2/models/churn/infer", oip_columns()),
+    ):
+        response = client.post(path, content=orjson.dumps(body), headers=headers)
+        assert response.status_code == 200, (path, response.text)
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

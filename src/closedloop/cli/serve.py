@@ -191,6 +191,8 @@ def _serve(
         feedback_log=ws.feedback_log(),
         batch_max_rows=cfg.batch_max_rows,
         batch_max_wait_ms=cfg.batch_max_wait_ms,
+        max_body_bytes=cfg.max_body_bytes,
+        max_rows=cfg.max_rows,
     )
     settle_heap()
     if agent_thread is not None:

@@ -25,11 +25,16 @@ from closedloop.server import errors, feedback, mlflow, oip
 from closedloop.server.context import (
     DEFAULT_BATCH_MAX_ROWS,
     DEFAULT_BATCH_MAX_WAIT,
+    DEFAULT_MAX_ROWS,
     PredictionSink,
     ServerContext,
 )
 from closedloop.server.metrics import MetricsMiddleware, ServerMetrics
-from closedloop.server.middleware import RequestIdMiddleware
+from closedloop.server.middleware import (
+    DEFAULT_MAX_BODY_BYTES,
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+)
 from closedloop.server.shadow import ShadowMirror
 
 if TYPE_CHECKING:
@@ -57,6 +62,11 @@ def _check_batching(max_rows: int, max_wait_ms: float) -> None:
         )
 
 
+def _check_limit(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"The setting server.{name} must be an int >= 1. Got {value!r} instead.")
+
+
 def create_app(
     host: ModelHost,
     *,
@@ -66,14 +76,19 @@ def create_app(
     feedback_log: Any = None,
     batch_max_rows: int = DEFAULT_BATCH_MAX_ROWS,
     batch_max_wait_ms: float = DEFAULT_BATCH_MAX_WAIT * 1000,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_rows: int = DEFAULT_MAX_ROWS,
 ) -> FastAPI:
     """An ASGI app serving ``host``'s models over OIP v2 and the MLflow scoring protocol.
 
     ``on_shutdown`` runs when the ASGI server shuts down (e.g. on SIGTERM), after the last request:
     the place to flush the prediction log. ``batch_max_rows`` and ``batch_max_wait_ms`` tune the
     micro-batching of concurrent requests (``server.batch_*`` settings; 1 row turns it off).
+    ``max_body_bytes`` and ``max_rows`` bound one request (``server.max_*``; a 413 beyond).
     """
     _check_batching(batch_max_rows, batch_max_wait_ms)
+    _check_limit("max_body_bytes", max_body_bytes)
+    _check_limit("max_rows", max_rows)
     mirror = ShadowMirror(prediction_log)
     ctx = ServerContext(
         host=host,
@@ -83,6 +98,7 @@ def create_app(
         feedback=feedback_log,
         batch_max_rows=batch_max_rows,
         batch_max_wait=batch_max_wait_ms / 1000,
+        max_rows=max_rows,
     )
 
     @contextlib.asynccontextmanager
@@ -110,6 +126,7 @@ def create_app(
     if feedback_log is not None:
         app.include_router(feedback.router(ctx))
     errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=server_metrics)
     app.add_middleware(RequestIdMiddleware)
     return app

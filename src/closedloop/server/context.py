@@ -22,7 +22,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from closedloop.domain.model import Rows
-from closedloop.errors import InvalidInputError, NotFoundError, UserCodeError
+from closedloop.errors import InvalidInputError, NotFoundError, TooLargeError, UserCodeError
 from closedloop.server.batching import Batcher, Pending
 from closedloop.server.shadow import ShadowMirror
 from closedloop.storage.names import is_model_name
@@ -63,6 +63,7 @@ INLINE_PARSE_BYTES = 64 * 1024
 """Bodies up to this size are parsed on the event loop; larger ones in a worker thread."""
 DEFAULT_BATCH_MAX_ROWS = 1024
 DEFAULT_BATCH_MAX_WAIT = 0.002
+DEFAULT_MAX_ROWS = 100_000
 
 
 def _nobody(request: Request) -> bool:
@@ -83,6 +84,8 @@ class ServerContext:
     """Most rows one model call gets; 1 turns batching off (each request is called alone)."""
     batch_max_wait: float = DEFAULT_BATCH_MAX_WAIT
     """Most seconds a batch waits for requests still being parsed."""
+    max_rows: int = DEFAULT_MAX_ROWS
+    """Most rows one request may send (a 413 names the limit beyond it)."""
     outside_plan: Callable[[Request], bool] = field(default=_nobody, repr=False)
     """Who may ask for a version outside the serving plan by number: nobody for now (callers
     have no roles yet; this is where a role allowed to operate would be let through)."""
@@ -121,7 +124,7 @@ class ServerContext:
         batcher.arriving()
         try:
             rows = parse() if size <= INLINE_PARSE_BYTES else await run_in_threadpool(parse)
-            _require_rows(rows)
+            _require_rows(rows, self.max_rows)
         except BaseException:
             batcher.abandoned()
             raise
@@ -133,7 +136,7 @@ class ServerContext:
         self, loaded: LoadedVersion, parse: Callable[[], Rows], request_id: str, started: float
     ) -> Prediction:
         rows = parse()
-        _require_rows(rows)
+        _require_rows(rows, self.max_rows)
         answers: list[Prediction | BaseException] = []
         self.run_batch([Pending(loaded, rows, request_id, started, answers.append)])
         if isinstance(answers[0], BaseException):
@@ -270,9 +273,16 @@ def _columns(loaded: LoadedVersion) -> list[tuple[str, str]]:
     return [(c.name, c.dtype) for c in loaded.signature.columns]
 
 
-def _require_rows(rows: Rows) -> None:
+def _require_rows(rows: Rows, max_rows: int) -> None:
     if rows.count == 0:
         raise InvalidInputError("the request has no rows; send at least one row")
+    if rows.count > max_rows:
+        raise TooLargeError(
+            f"the request has {rows.count} rows; this server takes at most {max_rows} rows "
+            "per request",
+            hint="Split the rows over several requests, or raise the setting server.max_rows.",
+            details={"limit_rows": max_rows, "got_rows": rows.count},
+        )
 
 
 def _require_length(prediction: Prediction, count: int) -> None:
@@ -340,6 +350,7 @@ def _settle(future: asyncio.Future[Prediction], result: Prediction | BaseExcepti
 __all__ = [
     "DEFAULT_BATCH_MAX_ROWS",
     "DEFAULT_BATCH_MAX_WAIT",
+    "DEFAULT_MAX_ROWS",
     "INLINE_PARSE_BYTES",
     "ROUTING_KEY_HEADER",
     "PredictionSink",

@@ -131,6 +131,7 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.post("/models/{name}/feedback", openapi_extra=FEEDBACK_REQUEST)
     async def feedback(name: str, request: Request) -> Response:
         assert ctx.feedback is not None  # the route exists only with a feedback log
+        payloads.require_media(request.headers.get("content-type"), (payloads.JSON,))
         items = parse_labels(payloads.parse_json(await request.body()))
         ctx.host.get(name)  # 404 for a model this server does not serve
         rows = [item.get("row") for item in items]

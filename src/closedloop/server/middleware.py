@@ -1,4 +1,5 @@
-"""The ASGI middleware every request passes: its request id, echoed on every response."""
+"""The ASGI middleware every request passes: its request id, echoed on every response, and the
+limit on its body's size."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 
+from closedloop.errors import TooLargeError
 from closedloop.server import errors
 
 if TYPE_CHECKING:
@@ -54,4 +57,63 @@ class RequestIdMiddleware:
         await self.app(scope, receive, tagged)
 
 
-__all__ = ["REQUEST_ID_HEADER", "RequestIdMiddleware", "RequestIds"]
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+def body_too_large(limit: int, got: int | None = None) -> TooLargeError:
+    """The 413 for a body over ``limit`` bytes (``got``: its declared length, when known)."""
+    size = f" of {got} bytes" if got is not None else ""
+    return TooLargeError(
+        f"the request body{size} is larger than this server takes ({limit} bytes)",
+        hint="Split the rows over several requests, or raise the setting server.max_body_bytes.",
+        details={"limit_bytes": limit, **({"got_bytes": got} if got is not None else {})},
+    )
+
+
+class BodyLimitMiddleware:
+    """Refuse a request body over ``max_bytes`` with a 413: at once when its ``Content-Length``
+    says so (nothing of it is read), else as soon as the bytes streamed in pass the limit."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            error = body_too_large(self.max_bytes, declared)
+            await errors.error_response(Request(scope), error)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise body_too_large(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            text = value.decode("latin-1").strip()
+            return int(text) if text.isdigit() and len(text) < 20 else None
+    return None
+
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "REQUEST_ID_HEADER",
+    "BodyLimitMiddleware",
+    "RequestIdMiddleware",
+    "RequestIds",
+    "body_too_large",
+]

@@ -169,6 +169,9 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
     async def _infer(request: Request, loaded: LoadedVersion) -> Response:
         from closedloop.server.binary import HEADER, split_body
 
+        payloads.require_media(
+            request.headers.get("content-type"), (payloads.JSON, payloads.OCTET_STREAM)
+        )
         raw = await request.body()
         json_part, binary_part = split_body(raw, request.headers.get(HEADER))
         doc = payloads.require_object(
