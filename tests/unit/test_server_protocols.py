@@ -678,6 +678,16 @@ def test_more_rows_than_the_limit_is_a_413_naming_it(
     assert post_json(client, "/invocations", {"inputs": rows()}).status_code == 200
 
 
+@pytest.mark.parametrize("setting", ["max_body_bytes", "max_rows"])
+def test_a_limit_that_is_not_a_positive_int_is_a_config_error(
+    host: StaticModelHost, setting: str
+) -> None:
+    from closedloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"server.{setting} must be an int >= 1. Got 0"):
+        create_app(host, **{setting: 0})
+
+
 JSON = "application/json"
 REFUSED_MEDIA = {
     "/invocations": "text/plain",
