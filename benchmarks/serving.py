@@ -167,7 +167,7 @@ def profile(n: int, rows: int) -> None:
     import cProfile
     import pstats
 
-    import closedloop.server.app as app_module
+    import closedloop.server.context as context_module
     from closedloop.server import create_app
     from closedloop.services.serving import RegistryModelHost
     from closedloop.services.workspace import Workspace
@@ -233,12 +233,12 @@ def profile(n: int, rows: int) -> None:
             prof.disable()
             return plain, 0.0, prof
 
-        original = app_module.run_in_threadpool
-        app_module.run_in_threadpool = inline  # type: ignore[assignment]
+        original = context_module.run_in_threadpool
+        context_module.run_in_threadpool = inline  # type: ignore[assignment]
         try:
             plain, _, prof = asyncio.run(drive())
         finally:
-            app_module.run_in_threadpool = original
+            context_module.run_in_threadpool = original
         host.stop()
         log.close()
         ws.close()

@@ -6,7 +6,9 @@ Every error a user can meet is a :class:`ClosedloopError`. Each class has a stab
     ClosedloopError                       code            HTTP  exit
     ├── ConfigError                       config_error     400     2
     ├── InvalidInputError                 invalid_input    400     2
-    │   └── SchemaError                   schema_error     422     2
+    │   ├── SchemaError                   schema_error     422     2
+    │   ├── TooLargeError                 too_large        413     2
+    │   └── UnsupportedMediaTypeError     unsupported_media_type 415 2
     ├── NotFoundError                     not_found        404     2
     ├── ConflictError                     conflict         409     2
     ├── StoreError                        store_error      503     2
@@ -69,6 +71,20 @@ class SchemaError(InvalidInputError):
 
     code = "schema_error"
     http_status = 422
+
+
+class TooLargeError(InvalidInputError):
+    """A request is larger than the server takes (body bytes, rows)."""
+
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """A request body's Content-Type is not one the route reads."""
+
+    code = "unsupported_media_type"
+    http_status = 415
 
 
 class NotFoundError(ClosedloopError):
@@ -138,5 +154,7 @@ __all__ = [
     "SchemaError",
     "SchemaVersionError",
     "StoreError",
+    "TooLargeError",
+    "UnsupportedMediaTypeError",
     "UserCodeError",
 ]

@@ -65,6 +65,10 @@ class ServerSettings:
     batch_max_wait_ms: float = 2.0
     """Most milliseconds a batch waits for requests that are still being parsed (never when
     nothing else is in flight)."""
+    max_body_bytes: int = 32 * 1024 * 1024
+    """Largest request body in bytes (a 413 beyond, before the rest of the body is read)."""
+    max_rows: int = 100_000
+    """Most rows one prediction request may send (a 413 beyond)."""
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,48 @@ def test_layers_only_import_downwards(layer: str) -> None:
     assert offences == []
 
 
+def _module_imports(path: Path, package: str) -> set[str]:
+    """The modules of ``package`` that ``path`` imports, at any level (type-checking included)."""
+    modules = {p.stem for p in (PACKAGE / package).glob("*.py")} - {"__init__"}
+    prefix = f"closedloop.{package}"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module == prefix:
+            names = [f"{prefix}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        for name in names:
+            rest = name.removeprefix(prefix + ".").split(".")[0]
+            if name.startswith(prefix + ".") and rest in modules:
+                found.add(rest)
+    return found
+
+
+def test_server_modules_import_without_a_cycle() -> None:
+    """The routers use the context; only the app factory assembles them (nothing imports it)."""
+    graph = {
+        path.stem: _module_imports(path, "server") - {path.stem}
+        for path in (PACKAGE / "server").glob("*.py")
+        if path.stem != "__init__"
+    }
+    cycles = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in trail:
+                cycles.append(" -> ".join([*trail[trail.index(imported) :], imported]))
+            else:
+                visit(imported, [*trail, imported])
+
+    for module in sorted(graph):
+        visit(module, [module])
+    assert cycles == []
+    assert [m for m, imported in graph.items() if "app" in imported] == []
+
+
 def test_importing_closedloop_does_not_load_heavy_libraries() -> None:
     code = (
         "import sys, closedloop; "

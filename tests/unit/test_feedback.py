@@ -120,7 +120,7 @@ def test_invalid_appends(tmp_path: Path, ids: object, labels: object, match: str
 
 def test_invalid_model_rows_and_root(tmp_path: Path) -> None:
     log = FeedbackLog(str(tmp_path))
-    with pytest.raises(InvalidInputError, match="'model'"):
+    with pytest.raises(InvalidInputError, match=r"model name '\.\./x' is not allowed"):
         log.append("../x", ["a"], [1])
     with pytest.raises(InvalidInputError, match="one position per label"):
         log.append("m", ["a", "b"], [1, 0], rows=[0])

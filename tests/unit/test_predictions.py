@@ -342,8 +342,8 @@ def test_fsspec_url_on_an_object_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"model": "bad/name"}, "'model' parameter"),
-        ({"model": ""}, "'model' parameter"),
+        ({"model": "bad/name"}, "is not allowed: a model name"),
+        ({"model": ""}, "is not allowed: a model name"),
         ({"version": -1}, "'version' parameter must be an int >= 0"),
         ({"request_ids": ["only-one"]}, "one id per input row"),
         ({"labels": np.array([1])}, "'labels' parameter must have one value per input row"),

@@ -261,6 +261,30 @@ def test_unseen_category_and_out_of_range_values_are_answered(client: InProcessC
     assert len(response.json()["predictions"]) == 1
 
 
+def test_a_value_an_integer_column_cannot_hold_is_a_422_and_nothing_is_logged(
+    client: InProcessClient, sink: RecordingSink
+) -> None:
+    body = {"dataframe_records": [{"income": 50.0, "age": 1e300, "member": 1, "plan": "pro"}]}
+    response = post_json(client, "/invocations", body)
+    assert response.status_code == 422, response.text
+    assert response.json()["message"] == (
+        "column 'age' holds integers from -9223372036854775808 to 9223372036854775807; "
+        "row 0 has 1e+300"
+    )
+    assert sink.calls == []
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_an_infinite_number_is_a_422_naming_the_column(
+    client: InProcessClient, sink: RecordingSink, value: str
+) -> None:
+    csv = f"income,age,member,plan\n{value},30,true,pro\n".encode()
+    response = client.post("/invocations", content=csv, headers={"Content-Type": "text/csv"})
+    assert response.status_code == 422, response.text
+    assert response.json()["message"].startswith("column 'income' expects finite numbers; row 0")
+    assert sink.calls == []
+
+
 def test_the_sink_records_model_version_request_id_and_rows(
     client: InProcessClient, sink: RecordingSink, models: Models
 ) -> None:
@@ -312,7 +336,7 @@ BAD_MLFLOW = {
     "no rows": (bad({"inputs": {c: [] for c in COLUMNS}}), 400, "no rows"),
     "unsupported content type": (
         bad(b"a=1", "application/x-www-form-urlencoded"),
-        400,
+        415,
         "Content-Type",
     ),
     "csv with a bad number": (
@@ -549,6 +573,163 @@ def test_oip_malformed_json_unknown_model_and_version(client: InProcessClient) -
     not_a_number = post_json(client, "/v2/models/churn/versions/latest/infer", oip_columns())
     assert not_a_number.status_code == 400
     assert "integer" in not_a_number.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "version", ["99999999999999999999", "2147483648", "0", "-1", "+3", "3_000", "\u0663"]
+)
+@pytest.mark.parametrize("route", ["ready", "infer", ""])
+def test_a_path_version_out_of_range_is_a_400_naming_the_parameter(
+    client: InProcessClient, sink: RecordingSink, version: str, route: str
+) -> None:
+    url = f"/v2/models/churn/versions/{version}" + (f"/{route}" if route else "")
+    response = post_json(client, url, oip_columns()) if route == "infer" else client.get(url)
+    assert response.status_code == 400, response.text
+    error = response.json()["closedloop_error"]
+    assert error["code"] == "invalid_input"
+    assert "'version' must be an integer from 1 to 2147483647" in error["message"]
+    assert error["details"] == {"parameter": "version", "minimum": 1, "maximum": 2147483647}
+    assert sink.calls == []
+
+
+def test_a_version_outside_the_serving_plan_is_not_answered_by_number(
+    client: InProcessClient, host: StaticModelHost, models: Models, sink: RecordingSink
+) -> None:
+    canary = models.version(models.churn, 5)
+    host.set_canary("churn", canary, 0.1)
+    assert post_json(client, "/v2/models/churn/versions/5/infer", oip_columns()).status_code == 200
+    sink.calls.clear()
+    response = post_json(client, "/v2/models/churn/versions/4/infer", oip_columns())
+    assert response.status_code == 404
+    assert "X-Model-Version" not in response.headers
+    assert sink.calls == []
+
+
+def test_who_may_load_a_version_outside_the_plan_is_one_seam_loaded_off_the_event_loop(
+    host: StaticModelHost, models: Models
+) -> None:
+    import threading
+
+    app = create_app(host)
+    loaded_in: list[str] = []
+
+    def load_version(name: str, version: int) -> LoadedVersion:
+        loaded_in.append(threading.current_thread().name)
+        return models.version(models.churn, version)
+
+    host.load_version = load_version  # type: ignore[method-assign]
+    client = InProcessClient(app)
+    assert post_json(client, "/v2/models/churn/versions/2/infer", oip_columns()).status_code == 404
+    assert loaded_in == []  # nobody may, by default
+    app.state.context.outside_plan = lambda request: True
+    response = post_json(client, "/v2/models/churn/versions/2/infer", oip_columns())
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Model-Version"] == "2"
+    assert loaded_in and loaded_in[0] != threading.main_thread().name
+
+
+def test_a_body_declared_larger_than_the_limit_is_a_413_before_it_is_read(
+    host: StaticModelHost, sink: RecordingSink
+) -> None:
+    client = InProcessClient(create_app(host, prediction_log=sink, max_body_bytes=1000))
+    body = orjson.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows() * 20}})
+    assert len(body) > 1000
+    response = client.post("/invocations", content=body, headers={"Content-Type": JSON})
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        f"the request body of {len(body)} bytes is larger than this server takes (1000 bytes)"
+    )
+    assert response.json()["closedloop_error"]["code"] == "too_large"
+    assert response.headers["X-Request-ID"]
+    assert sink.calls == []
+
+
+def test_a_streamed_body_is_cut_off_with_a_413_once_it_passes_the_limit(
+    host: StaticModelHost, sink: RecordingSink
+) -> None:
+    client = InProcessClient(create_app(host, prediction_log=sink, max_body_bytes=1000))
+    sent: list[int] = []
+
+    async def chunks() -> Any:
+        for _ in range(100):
+            sent.append(1)
+            yield b" " * 400
+
+    response = client.post("/v2/models/churn/infer", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"] == (
+        "the request body is larger than this server takes (1000 bytes)"
+    )
+    assert len(sent) < 100
+    assert sink.calls == []
+
+
+def test_more_rows_than_the_limit_is_a_413_naming_it(
+    host: StaticModelHost, sink: RecordingSink
+) -> None:
+    client = InProcessClient(create_app(host, prediction_log=sink, max_rows=5))
+    body = {"dataframe_split": {"columns": COLUMNS, "data": rows() * 2}}
+    response = post_json(client, "/invocations", body)
+    assert response.status_code == 413
+    assert response.json()["message"] == (
+        "the request has 6 rows; this server takes at most 5 rows per request"
+    )
+    assert sink.calls == []
+    assert post_json(client, "/invocations", {"inputs": rows()}).status_code == 200
+
+
+@pytest.mark.parametrize("setting", ["max_body_bytes", "max_rows"])
+def test_a_limit_that_is_not_a_positive_int_is_a_config_error(
+    host: StaticModelHost, setting: str
+) -> None:
+    from closedloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"server.{setting} must be an int >= 1. Got 0"):
+        create_app(host, **{setting: 0})
+
+
+JSON = "application/json"
+REFUSED_MEDIA = {
+    "/invocations": "text/plain",
+    "/models/churn/invocations": "application/x-www-form-urlencoded",
+    "/v2/models/churn/infer": "text/csv",
+    "/models/churn/feedback": "text/plain; charset=utf-8",
+}
+
+
+@pytest.mark.parametrize("path", sorted(REFUSED_MEDIA))
+def test_a_body_of_a_type_the_route_does_not_read_is_a_415(
+    host: StaticModelHost, sink: RecordingSink, path: str, tmp_path: Any
+) -> None:
+    from closedloop.storage.feedback import FeedbackLog
+
+    app = create_app(host, prediction_log=sink, feedback_log=FeedbackLog(str(tmp_path)))
+    body = oip_columns() if "/v2/" in path else {"inputs": rows()}
+    media = REFUSED_MEDIA[path]
+    response = InProcessClient(app).post(
+        path, content=orjson.dumps(body), headers={"Content-Type": media}
+    )
+    assert response.status_code == 415, response.text
+    error = response.json().get("closedloop_error") or response.json()["error"]
+    assert error["code"] == "unsupported_media_type"
+    assert error["message"].startswith(f"unsupported Content-Type {media.split(';')[0]!r}")
+    assert sink.calls == []
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "media", ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8", None]
+)
+def test_json_with_a_charset_or_without_a_content_type_is_read(
+    client: InProcessClient, media: str | None
+) -> None:
+    headers = {"Content-Type": media} if media else {}
+    for path, body in (
+        ("/invocations", {"inputs": rows()}),
+        ("/v2/models/churn/infer", oip_columns()),
+    ):
+        response = client.post(path, content=orjson.dumps(body), headers=headers)
+        assert response.status_code == 200, (path, response.text)
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

@@ -125,6 +125,61 @@ def test_unseen_categories_and_out_of_range_values_pass_through(signature: Signa
     assert frame["income"].tolist() == [1e12, -5.0]
 
 
+INT64_RANGE = "holds integers from -9223372036854775808 to 9223372036854775807"
+
+
+@pytest.mark.parametrize(
+    ("values", "row", "got"),
+    [
+        ([30, 1e300], 1, "1e+300"),
+        ([2**63, 30], 0, str(2**63)),
+        ([-(2**63) - 1, 30], 0, str(-(2**63) - 1)),
+        (np.array([30, 2**64 - 1], dtype=np.uint64), 1, str(2**64 - 1)),
+        ([30, float("inf")], 1, "inf"),
+        (np.array([float("-inf"), 30.0]), 0, "-inf"),
+        ([9.3e18, 30], 0, "9.3e+18"),
+    ],
+)
+def test_an_integer_column_refuses_values_an_int64_cannot_hold(
+    signature: Signature, values: Any, row: int, got: str
+) -> None:
+    with pytest.raises(SchemaError) as caught:
+        signature.frame_from_columns({**good_columns(), "age": values})
+    assert f"column 'age' {INT64_RANGE}; row {row} has {got}" == caught.value.message
+    assert caught.value.details == {
+        "column": "age",
+        "expected": {"minimum": -(2**63), "maximum": 2**63 - 1},
+        "got": got,
+        "row": row,
+    }
+
+
+def test_an_integer_column_takes_its_extremes(signature: Signature) -> None:
+    columns = {**good_columns(), "age": [-(2**63), 2**63 - 1]}
+    assert signature.frame_from_columns(columns)["age"].tolist() == [-(2**63), 2**63 - 1]
+    floats = {**good_columns(), "age": [-(2.0**63), 1e18]}
+    assert signature.frame_from_columns(floats)["age"].tolist() == [-(2**63), 10**18]
+
+
+@pytest.mark.parametrize("values", [[1.0, float("inf")], np.array([-np.inf, 1.0])])
+def test_a_float_column_refuses_infinities_training_never_saw(
+    signature: Signature, values: Any
+) -> None:
+    with pytest.raises(SchemaError, match="column 'income' expects finite numbers") as caught:
+        signature.frame_from_columns({**good_columns(), "income": values})
+    assert caught.value.details["column"] == "income"
+    assert caught.value.details["expected"] == "finite float"
+
+
+def test_infinities_training_saw_and_nulls_of_a_nullable_column_are_accepted() -> None:
+    signature = infer_signature(pd.DataFrame({"ratio": [1.0, np.inf, np.nan]}))
+    frame = signature.frame_from_columns({"ratio": [np.inf, None, np.nan, 2.0]})
+    assert frame["ratio"].tolist()[0] == np.inf
+    assert frame["ratio"].isna().tolist() == [False, True, True, False]
+    with pytest.raises(SchemaError, match="row 0 has -inf"):
+        signature.frame_from_columns({"ratio": [-np.inf]})
+
+
 def test_missing_and_unknown_columns_are_named(signature: Signature) -> None:
     columns = {k: v for k, v in good_columns().items() if k != "age"}
     columns["colour"] = ["red", "blue"]

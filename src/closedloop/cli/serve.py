@@ -93,6 +93,8 @@ Examples (the server answers on http://127.0.0.1:8080 by default):
   # "row" is the row's position in its request (0, 1, ...), once per batch
   curl -s 127.0.0.1:8080/models/MODEL/feedback -H 'Content-Type: application/json' \\
     -d '[{"request_id": "REQUEST-ID", "row": 0, "label": 1}]'
+  # limits: a body over server.max_body_bytes (32 MiB) or more rows than server.max_rows
+  # (100,000) is a 413; a Content-Type other than JSON (or CSV, binary tensors) a 415
 """
 
 
@@ -191,6 +193,8 @@ def _serve(
         feedback_log=ws.feedback_log(),
         batch_max_rows=cfg.batch_max_rows,
         batch_max_wait_ms=cfg.batch_max_wait_ms,
+        max_body_bytes=cfg.max_body_bytes,
+        max_rows=cfg.max_rows,
     )
     settle_heap()
     if agent_thread is not None:

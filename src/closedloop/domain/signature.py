@@ -4,8 +4,10 @@ A :class:`Signature` is inferred from the training features with :func:`infer_si
 stored with the version. At serving time :meth:`Signature.frame_from_columns` turns request
 columns into a frame with the training column order and dtypes, raising :class:`SchemaError`
 (with machine-readable ``details``) for a missing/unknown column, unequal lengths, a wrongly typed
-value or a null in a non-nullable column. Unseen categories and out-of-range numbers are *not*
-errors: they pass through so production traffic keeps being answered while monitoring counts them.
+value, a null in a non-nullable column, a value an integer column cannot hold (outside int64) or an
+infinity in a float column whose training data had none. Unseen categories and numbers outside the
+training range are *not* errors: they pass through so production traffic keeps being answered
+while monitoring counts them.
 
 A signature also records the version's :class:`TargetSpec` (what it predicts: a continuous value,
 or one of its classes, and their type), inferred at registration with :func:`infer_target`. Labels
@@ -529,7 +531,7 @@ def _coerce(spec: ColumnSpec, values: Sequence[object] | np.ndarray[Any, Any]) -
     return _CONVERTERS[spec.dtype](spec, array, kind, nulls)
 
 
-def _to_float(
+def _floats(
     spec: ColumnSpec, array: np.ndarray[Any, Any], kind: str, nulls: np.ndarray[Any, Any] | None
 ) -> np.ndarray[Any, Any]:
     if kind not in _NUMERIC_KINDS and kind not in ("empty", "null"):
@@ -540,22 +542,83 @@ def _to_float(
     return array.astype(np.float64, copy=False)
 
 
+def _to_float(
+    spec: ColumnSpec, array: np.ndarray[Any, Any], kind: str, nulls: np.ndarray[Any, Any] | None
+) -> np.ndarray[Any, Any]:
+    floats = _floats(spec, array, kind, nulls)
+    infinite = np.isinf(floats)
+    if infinite.any():
+        _infinity_error(spec, floats, infinite)
+    return floats
+
+
+def _infinity_error(
+    spec: ColumnSpec, floats: np.ndarray[Any, Any], infinite: np.ndarray[Any, Any]
+) -> None:
+    """An infinity is refused unless training saw it (the recorded minimum or maximum is one)."""
+    allowed = np.zeros(len(floats), dtype=bool)
+    if spec.maximum == np.inf:
+        allowed |= floats == np.inf
+    if spec.minimum == -np.inf:
+        allowed |= floats == -np.inf
+    refused = infinite & ~allowed
+    if not refused.any():
+        return
+    row = int(np.argmax(refused))
+    got = float(floats[row])
+    raise SchemaError(
+        f"column {spec.name!r} expects finite numbers; row {row} has {got}",
+        hint="Send a finite number (or null where the column accepts nulls); training saw "
+        "no infinite values in this column.",
+        details={"column": spec.name, "expected": "finite float", "got": str(got), "row": row},
+    )
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""What an integer column holds (a 64-bit signed integer)."""
+
+
+def _range_error(spec: ColumnSpec, row: int, got: object) -> None:
+    raise SchemaError(
+        f"column {spec.name!r} holds integers from {INT64_MIN} to {INT64_MAX}; row {row} has {got}",
+        hint="Send a value in that range.",
+        details={
+            "column": spec.name,
+            "expected": {"minimum": INT64_MIN, "maximum": INT64_MAX},
+            "got": str(got),
+            "row": row,
+        },
+    )
+
+
 def _to_integer(
     spec: ColumnSpec, array: np.ndarray[Any, Any], kind: str, nulls: np.ndarray[Any, Any] | None
 ) -> np.ndarray[Any, Any]:
     if kind not in _NUMERIC_KINDS and kind not in ("empty", "null"):
         _check_values(spec, array, _not_a_number)
+    if array.dtype.kind == "u" and array.dtype.itemsize == 8:
+        too_large = array > INT64_MAX  # a cast to int64 would wrap around silently
+        if too_large.any():
+            row = int(np.argmax(too_large))
+            _range_error(spec, row, array[row])
     if kind == "integer" and nulls is None:
         try:
             return array.astype(np.int64, copy=False)
         except OverflowError:
-            _check_values(spec, array, lambda v: not -(2**63) <= int(v) < 2**63)
-    floats = _to_float(spec, array, "floating", nulls)
+            for row, value in enumerate(array):  # error path only
+                if not INT64_MIN <= int(value) <= INT64_MAX:
+                    _range_error(spec, row, value)
+    floats = _floats(spec, array, "floating", nulls)
     present = floats if nulls is None else floats[~nulls]
     fractional = present != np.floor(present)
     if fractional.any():
         bad = present[fractional][0]
         _check_values(spec, array, lambda v: not _is_null(v) and float(v) == bad)
+    # 2**63 is exact in float64 and the first value past INT64_MAX; NaN (null) compares False.
+    outside = (floats < float(INT64_MIN)) | (floats >= 2.0**63)
+    if outside.any():
+        row = int(np.argmax(outside))
+        _range_error(spec, row, floats[row])
     # Nulls cannot live in an int64 array: keep them as NaN in float64, as pandas does.
     return floats if nulls is not None else floats.astype(np.int64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from closedloop.server.app import PredictionSink, create_app
+from closedloop.server.app import create_app
+from closedloop.server.context import PredictionSink
 
 __all__ = ["PredictionSink", "create_app"]

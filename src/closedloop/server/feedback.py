@@ -29,7 +29,7 @@ from closedloop.server import payloads
 from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
-    from closedloop.server.app import ServerContext
+    from closedloop.server.context import ServerContext
 
 _LABEL: dict[str, Any] = {
     "type": "object",
@@ -134,6 +134,7 @@ def router(ctx: ServerContext) -> APIRouter:
     @api.post("/models/{name}/feedback", openapi_extra=FEEDBACK_REQUEST)
     async def feedback(name: str, request: Request) -> Response:
         assert ctx.feedback is not None  # the route exists only with a feedback log
+        payloads.require_media(request.headers.get("content-type"), (payloads.JSON,))
         items = parse_labels(payloads.parse_json(await request.body()))
         loaded = ctx.host.get(name)  # 404 for a model this server does not serve
         labels: list[Any] = [item["label"] for item in items]

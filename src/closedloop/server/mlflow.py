@@ -23,7 +23,7 @@ from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
     from closedloop.domain.model import LoadedVersion, Rows
-    from closedloop.server.app import ServerContext
+    from closedloop.server.context import ServerContext
 
 MODEL_HEADER = "X-Closedloop-Model"
 PREDICT_METHODS = ("predict", "predict_proba")
@@ -101,8 +101,9 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
 
     async def _invoke(request: Request, name: str) -> Response:
         loaded = ctx.resolve(request, name)
-        body = await request.body()
         content_type = request.headers.get("content-type")
+        payloads.require_media(content_type, (payloads.JSON, payloads.CSV))
+        body = await request.body()
         method = "predict"
 
         def parse() -> Rows:

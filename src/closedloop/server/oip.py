@@ -22,19 +22,26 @@ from closedloop.server.payloads import OrjsonResponse
 
 if TYPE_CHECKING:
     from closedloop.domain.model import LoadedVersion
-    from closedloop.server.app import ServerContext
+    from closedloop.server.context import ServerContext
 
 OUTPUTS = ("predict", "predict_proba")
 
 
+MAX_VERSION = 2**31 - 1
+"""The largest version number the store can hold (a 32-bit integer column)."""
+
+
 def parse_version(version: str) -> int:
-    """A path's version segment as an int; 400 when it is not one."""
-    try:
-        return int(version)
-    except ValueError:
+    """A path's version segment as an int in [1, MAX_VERSION]; 400 naming it otherwise."""
+    number = int(version) if version.isascii() and version.isdigit() and len(version) < 12 else 0
+    if not 1 <= number <= MAX_VERSION:
         raise InvalidInputError(
-            f"version must be an integer, got {version!r}", details={"got": version}
-        ) from None
+            f"the path parameter 'version' must be an integer from 1 to {MAX_VERSION}, "
+            f"got {version[:40]!r}",
+            hint="Version numbers are the ones `closedloop versions MODEL` lists.",
+            details={"parameter": "version", "minimum": 1, "maximum": MAX_VERSION},
+        )
+    return number
 
 
 def _has_scores(loaded: LoadedVersion) -> bool:
@@ -136,7 +143,7 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
 
     @api.get("/models/{name}/versions/{version}")
     async def version_metadata(name: str, version: str, request: Request) -> Response:
-        loaded = ctx.resolve(request, name, parse_version(version))
+        loaded = await ctx.resolve_version(request, name, parse_version(version))
         return OrjsonResponse(model_metadata(loaded))
 
     @api.get("/models/{name}/ready")
@@ -146,7 +153,7 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
 
     @api.get("/models/{name}/versions/{version}/ready")
     async def version_ready(name: str, version: str, request: Request) -> Response:
-        loaded = ctx.resolve(request, name, parse_version(version))
+        loaded = await ctx.resolve_version(request, name, parse_version(version))
         return OrjsonResponse({"name": loaded.model, "version": str(loaded.version), "ready": True})
 
     @api.post("/models/{name}/infer", openapi_extra=INFER_REQUEST)
@@ -155,11 +162,16 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
 
     @api.post("/models/{name}/versions/{version}/infer", openapi_extra=INFER_REQUEST)
     async def infer_version(name: str, version: str, request: Request) -> Response:
-        return await _infer(request, ctx.resolve(request, name, parse_version(version)))
+        return await _infer(
+            request, await ctx.resolve_version(request, name, parse_version(version))
+        )
 
     async def _infer(request: Request, loaded: LoadedVersion) -> Response:
         from closedloop.server.binary import HEADER, split_body
 
+        payloads.require_media(
+            request.headers.get("content-type"), (payloads.JSON, payloads.OCTET_STREAM)
+        )
         raw = await request.body()
         json_part, binary_part = split_body(raw, request.headers.get(HEADER))
         doc = payloads.require_object(
@@ -194,4 +206,4 @@ def router(ctx: ServerContext, server_version: str) -> APIRouter:
     return api
 
 
-__all__ = ["model_metadata", "parse_version", "router"]
+__all__ = ["MAX_VERSION", "model_metadata", "parse_version", "router"]

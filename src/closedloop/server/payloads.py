@@ -25,7 +25,7 @@ from starlette.responses import Response
 
 from closedloop.domain.model import Rows
 from closedloop.domain.signature import Signature
-from closedloop.errors import InvalidInputError, SchemaError
+from closedloop.errors import InvalidInputError, SchemaError, UnsupportedMediaTypeError
 from closedloop.server.binary import BinaryReader
 
 Columns = dict[str, Sequence[object] | np.ndarray[Any, Any]]
@@ -87,6 +87,30 @@ def parse_json(body: bytes) -> Any:
             f"the request body is not valid JSON: {exc}",
             hint="Send a JSON object with Content-Type: application/json.",
         ) from exc
+
+
+JSON = "application/json"
+CSV = "text/csv"
+OCTET_STREAM = "application/octet-stream"
+
+
+def media_type(content_type: str | None) -> str | None:
+    """The media type of a ``Content-Type`` header, without parameters (None when absent)."""
+    if not content_type:
+        return None
+    return content_type.split(";", 1)[0].strip().lower() or None
+
+
+def require_media(content_type: str | None, accepted: Sequence[str]) -> None:
+    """415 unless the body's ``Content-Type`` is one of ``accepted`` (an absent one is taken as
+    the first: clients that send raw JSON keep working)."""
+    media = media_type(content_type)
+    if media is not None and media not in accepted:
+        raise UnsupportedMediaTypeError(
+            f"unsupported Content-Type {media!r}; this route reads {' or '.join(accepted)}",
+            hint=f"Send the body with Content-Type: {accepted[0]}.",
+            details={"accepted": list(accepted), "got": media},
+        )
 
 
 def _type_name(value: object) -> str:
@@ -223,13 +247,9 @@ def mlflow_columns(body: bytes, content_type: str | None, signature: Signature) 
 def _mlflow_parse(
     body: bytes, content_type: str | None, signature: Signature, *, fast: bool = True
 ) -> tuple[Columns | Rows, dict[str, Any]]:
-    media = (content_type or "application/json").split(";")[0].strip().lower()
-    if media == "text/csv":
+    require_media(content_type, (JSON, CSV))
+    if media_type(content_type) == CSV:
         return csv_columns(body, signature), {}
-    if media != "application/json":
-        raise InvalidInputError(
-            f"unsupported Content-Type {media!r}; use application/json or text/csv"
-        )
     doc = require_object(parse_json(body), f"with exactly one of the keys {list(MLFLOW_KEYS)}")
     present = [key for key in MLFLOW_KEYS if key in doc]
     unknown = sorted(set(doc) - set(MLFLOW_KEYS) - {"params"})

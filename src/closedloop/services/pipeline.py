@@ -40,6 +40,7 @@ from closedloop.errors import (
 from closedloop.services import registry
 from closedloop.services.tracking import start_run
 from closedloop.services.workspace import Workspace, default_actor
+from closedloop.storage.names import check_model_name
 
 if TYPE_CHECKING:
     import numpy as np
@@ -323,6 +324,7 @@ def train(
     from closedloop.domain.metrics import score_outputs
 
     cfg = ws.settings.pipeline
+    check_model_name(cfg.model)  # before anything is fitted or recorded
     extra = _check_lineage_extra(lineage_extra)
     rules = gate_rules(ws)
     if frame is None:

@@ -38,6 +38,7 @@ from closedloop.services import events
 from closedloop.services.events import as_utc, utcnow
 from closedloop.services.workspace import Workspace, default_actor
 from closedloop.storage.metadata.tables import aliases, models, rollouts, versions
+from closedloop.storage.names import check_model_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -214,7 +215,7 @@ def register_version(
     from closedloop.domain.profiles import profile_frame
     from closedloop.domain.signature import infer_signature, infer_target
 
-    _check_name("model", model)
+    check_model_name(model)
     ensure_model(estimator)
     if len(features) == 0:
         raise InvalidInputError("Cannot register a version trained on an empty frame.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -18,6 +19,7 @@ from closedloop.services import registry, rollout
 from closedloop.services.events import ROLLOUT_CHANNEL
 from closedloop.services.rollout import ServingPlan
 from closedloop.services.workspace import Workspace
+from closedloop.storage.names import MODEL_NAME_RULE, is_model_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +37,13 @@ class ModelHost(Protocol):
         ...
 
     def get_version(self, name: str, version: int) -> LoadedVersion:
-        """A specific served version; raises NotFoundError if it is not loaded."""
+        """A version in ``name``'s serving plan (production, canary or shadow) by number;
+        NotFoundError naming the plan for any other. Never does I/O."""
+        ...
+
+    def load_version(self, name: str, version: int) -> LoadedVersion:
+        """Any registered version of ``name``, loaded on demand (blocking: call it in a worker
+        thread) and kept in a small cache; for callers allowed outside the serving plan."""
         ...
 
     def names(self) -> list[str]:
@@ -94,6 +102,10 @@ def calibration_sample(
     return pd.concat(parts, ignore_index=True).head(CALIBRATION_ROWS)
 
 
+ON_DEMAND_VERSIONS = 4
+"""Most versions outside the serving plan kept loaded (least recently used go first)."""
+
+
 def _versions(plan: ServingPlan) -> list[int]:
     return [v for v in (plan.production, plan.canary, plan.shadow) if v is not None]
 
@@ -121,7 +133,7 @@ class RegistryModelHost:
         self.poll_interval = poll_interval
         self._served: dict[str, Served] = {}
         self._cache: dict[tuple[str, int], LoadedVersion] = {}
-        self._pinned: dict[tuple[str, int], LoadedVersion] = {}
+        self._on_demand: OrderedDict[tuple[str, int], LoadedVersion] = OrderedDict()
         self._wanted: dict[str, ServingPlan] = {}
         self.errors: dict[str, str] = {}
         self._failed: set[tuple[str, int]] = set()
@@ -203,6 +215,13 @@ class RegistryModelHost:
         canary = self._load(name, plan.canary) if plan.canary is not None else None
         shadow = self._load(name, plan.shadow) if plan.shadow is not None else None
         record = Served(production, canary, plan.canary_weight if canary else 0.0, shadow)
+        if current is None and not is_model_name(name):
+            log.warning(
+                "model %r is served, but its predictions and feedback are not logged: its name "
+                "breaks the model name rule (%s); register it under a name that follows it",
+                name,
+                MODEL_NAME_RULE,
+            )
         if current != record:
             self._served[name] = record  # the atomic swap
             log.info(
@@ -286,19 +305,41 @@ class RegistryModelHost:
 
     def get_version(self, name: str, version: int) -> LoadedVersion:
         record = self._record(name)
-        for loaded in (record.production, record.canary, record.shadow):
-            if loaded is not None and loaded.version == version:
+        roles = {"production": record.production, "canary": record.canary, "shadow": record.shadow}
+        plan = {role: loaded for role, loaded in roles.items() if loaded is not None}
+        for loaded in plan.values():
+            if loaded.version == version:
                 return loaded
+        serving = ", ".join(f"{role} v{loaded.version}" for role, loaded in plan.items())
+        raise NotFoundError(
+            f"version {version} of model {name!r} is not in its serving plan ({serving}); "
+            "only those versions answer by number",
+            hint=f"Leave out the version to get the one that serves now, or ask for one of "
+            f"{sorted({loaded.version for loaded in plan.values()})}; to serve version "
+            f"{version}, move an alias to it (`closedloop alias set`) or start a rollout.",
+            details={
+                "model": name,
+                "version": version,
+                "plan": {role: loaded.version for role, loaded in plan.items()},
+            },
+        )
+
+    def load_version(self, name: str, version: int) -> LoadedVersion:
         key = (name, version)
         with self._lock:
-            if key not in self._pinned:
+            loaded = self._on_demand.get(key)
+            if loaded is None:
                 try:
-                    self._pinned[key] = registry.load_version(self.ws, name, version)
+                    loaded = registry.load_version(self.ws, name, version)
                 except ClosedloopError as exc:
                     raise NotFoundError(
                         f"Version {version} of {name!r} cannot be served: {exc.message}"
                     ) from exc
-            return self._pinned[key]
+                self._on_demand[key] = loaded
+                while len(self._on_demand) > ON_DEMAND_VERSIONS:
+                    self._on_demand.popitem(last=False)
+            self._on_demand.move_to_end(key)
+            return loaded
 
     def names(self) -> list[str]:
         return sorted(self._served)

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from closedloop.errors import ConfigError, InvalidInputError, StoreError
-from closedloop.storage.parts import PartFolder, check_model, is_part
+from closedloop.storage.names import check_model_name
+from closedloop.storage.parts import PartFolder, is_part
 
 FEEDBACK_COLUMNS: tuple[str, ...] = ("_request_id", "_label", "_feedback_ts")
 """Columns of every frame :meth:`FeedbackLog.read` returns (plus ``_row`` when used)."""
@@ -69,7 +70,7 @@ class FeedbackLog:
         call, unequal lengths, request ids that are not non-empty strings, or missing labels,
         and :class:`StoreError` when the file cannot be written.
         """
-        check_model(model)
+        check_model_name(model)
         ids = _sequence(request_ids, "request_ids")
         values = _sequence(labels, "labels")
         if len(ids) == 0:
@@ -110,7 +111,7 @@ class FeedbackLog:
         UTC) keeps labels with ``_feedback_ts >= since``. An unknown model gives an empty
         frame.
         """
-        check_model(model)
+        check_model_name(model)
         since_ts = None if since is None else _utc_ms("since", since)
         tables = []
         for path in self._list_parts(model):

@@ -17,21 +17,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from closedloop.errors import ConfigError, InvalidInputError, StoreError
+from closedloop.errors import ConfigError, StoreError
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
 # Filesystems where one write call publishes a complete object atomically.
 OBJECT_STORES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
-
-
-def check_model(model: object) -> None:
-    """Model names become folder names: letters, digits, '.', '_', '-' only."""
-    if not isinstance(model, str) or not MODEL_NAME.match(model):
-        raise InvalidInputError(
-            "The 'model' parameter must be a name of letters, digits, '.', '_' or '-' "
-            f"(starting with a letter or digit). Got {model!r} instead."
-        )
 
 
 def is_part(path: object) -> bool:

@@ -51,7 +51,8 @@ import numpy as np
 import pandas as pd
 
 from closedloop.errors import ConfigError, InvalidInputError, StoreError
-from closedloop.storage.parts import PartFolder, check_model, is_part
+from closedloop.storage.names import check_model_name
+from closedloop.storage.parts import PartFolder, is_part
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class PredictionLog:
         :class:`StoreError` after :meth:`close`.
         """
         ts_ms = time.time_ns() // 1_000_000
-        check_model(model)
+        check_model_name(model)
         if isinstance(version, bool) or not isinstance(version, int | np.integer) or version < 0:
             raise InvalidInputError(
                 f"The 'version' parameter must be an int >= 0. Got {version!r} instead."
@@ -309,7 +310,7 @@ class PredictionLog:
         role: str = "primary",
     ) -> None:
         """Record a request that got no prediction (one row without inputs), for error rates."""
-        check_model(model)
+        check_model_name(model)
         if not 100 <= int(status) <= 599:
             raise InvalidInputError(f"status must be an HTTP status code. Got {status!r}.")
         entry = _Entry(
@@ -398,7 +399,7 @@ class PredictionLog:
         the union of their columns, missing values as null. An unknown model gives an empty
         frame with the log's own columns.
         """
-        check_model(model)
+        check_model_name(model)
         since_ts = _utc("since", since)
         until_ts = _utc("until", until)
         if last_rows is not None and (

@@ -107,6 +107,10 @@ class StaticModelHost:
             )
         return loaded
 
+    def load_version(self, name: str, version: int) -> LoadedVersion:
+        """A static host holds nothing beyond what it serves: as :meth:`get_version`."""
+        return self.get_version(name, version)
+
     def names(self) -> list[str]:
         """Names of the served models, sorted."""
         with self._lock:
