@@ -57,13 +57,16 @@ def test_a_bad_project_file_names_the_setting_and_what_was_expected(
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("[pipeline]\nholdout_fraction = \"0.2\"", r"pipeline.holdout_fraction .* a number. Got '0.2'"),
-        ("[server]\nport = \"8080\"", r"server.port .* an integer. Got '8080'"),
+        (
+            '[pipeline]\nholdout_fraction = "0.2"',
+            r"pipeline.holdout_fraction .* a number. Got '0.2'",
+        ),
+        ('[server]\nport = "8080"', r"server.port .* an integer. Got '8080'"),
         ("[server]\nport = true", r"server.port .* an integer. Got True"),
-        ("[agent]\non_drift = \"yes\"", r"agent.on_drift .* true or false. Got 'yes'"),
+        ('[agent]\non_drift = "yes"', r"agent.on_drift .* true or false. Got 'yes'"),
         ("[pipeline]\nmodel = 5", r"pipeline.model .* a string. Got 5"),
-        ("[agent]\ncanary_steps = \"0.1,1.0\"", r"agent.canary_steps .* a list of numbers"),
-        ("[agent]\ncanary_steps = [0.1, \"1.0\"]", r"agent.canary_steps .* a number. Got '1.0'"),
+        ('[agent]\ncanary_steps = "0.1,1.0"', r"agent.canary_steps .* a list of numbers"),
+        ('[agent]\ncanary_steps = [0.1, "1.0"]', r"agent.canary_steps .* a number. Got '1.0'"),
     ],
 )
 def test_a_project_file_value_of_the_wrong_type_is_refused_not_converted(

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import click
 
-from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.cli.output import (
+    command_runner,
+    dump_json,
+    json_option,
+    model_argument,
+    resolve_model,
+    say,
+    table,
+    workspace,
+)
+from closedloop.errors import ConfigError
 
 
 @click.command("models")
@@ -31,13 +41,14 @@ def models_cmd(as_json: bool) -> None:
 
 
 @click.command("versions")
-@click.argument("model")
+@model_argument
 @json_option
 @command_runner
-def versions_cmd(model: str, as_json: bool) -> None:
+def versions_cmd(model: str | None, as_json: bool) -> None:
     """List the versions of MODEL with metrics, lineage and aliases."""
     from closedloop.services import registry
 
+    model = resolve_model(model)
     found = registry.list_versions(workspace(), model)
     if as_json:
         dump_json([v.to_dict() for v in found])
@@ -66,17 +77,18 @@ def versions_cmd(model: str, as_json: bool) -> None:
 
 
 @click.command("history")
-@click.argument("model")
+@model_argument
 @click.option("--alias", default=None, help="Only this alias's moves.")
 @click.option(
     "--all", "everything", is_flag=True, help="Every event of the model, not only alias moves."
 )
 @json_option
 @command_runner
-def history_cmd(model: str, alias: str | None, everything: bool, as_json: bool) -> None:
+def history_cmd(model: str | None, alias: str | None, everything: bool, as_json: bool) -> None:
     """Show the recorded history of MODEL: who moved which alias, when and why."""
     from closedloop.services import events, registry
 
+    model = resolve_model(model)
     ws = workspace()
     found = (
         events.list_events(ws, model=model)
@@ -114,6 +126,7 @@ def alias_set_cmd(model: str, alias: str, version: int, reason: str, as_json: bo
     """Point ALIAS of MODEL at VERSION (recorded; servers follow it without restart)."""
     from closedloop.services import registry
 
+    model = resolve_model(model)
     before = registry.set_alias(workspace(), model, alias, version, reason=reason)
     if as_json:
         dump_json({"model": model, "alias": alias, "from_version": before, "to_version": version})
@@ -122,14 +135,15 @@ def alias_set_cmd(model: str, alias: str, version: int, reason: str, as_json: bo
 
 
 @click.command("rollback")
-@click.argument("model")
+@model_argument
 @click.option("--reason", default="", help="Why (recorded in the event log).")
 @json_option
 @command_runner
-def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
+def rollback_cmd(model: str | None, reason: str, as_json: bool) -> None:
     """Move MODEL's production alias to its last known-good version."""
     from closedloop.services import registry
 
+    model = resolve_model(model)
     before, after = registry.rollback(workspace(), model, reason=reason)
     if as_json:
         dump_json({"model": model, "from_version": before, "to_version": after})
@@ -141,17 +155,24 @@ def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
 
 
 @click.command("runs")
+@click.argument("compare_ids", metavar="[RUN]...", nargs=-1)
 @click.option("--experiment", default=None, help="Only runs of this experiment.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--compare", "compare_ids", multiple=True, help="Run ids to compare side by side.")
+@click.option("--compare", is_flag=True, help="Compare the RUNs' params and metrics side by side.")
 @json_option
 @command_runner
 def runs_cmd(
-    experiment: str | None, limit: int, compare_ids: tuple[str, ...], as_json: bool
+    compare_ids: tuple[str, ...], experiment: str | None, limit: int, compare: bool, as_json: bool
 ) -> None:
-    """List tracked runs (newest first), or compare runs' params and metrics."""
+    """List tracked runs (newest first), or compare RUNs' params and metrics side by side
+    (`closedloop runs --compare RUN RUN`; a RUN is its id or the start of it)."""
     from closedloop.services import tracking
 
+    if compare and not compare_ids:
+        raise ConfigError(
+            "--compare needs the runs to compare.",
+            hint="Name them by id (or its start): closedloop runs --compare RUN RUN.",
+        )
     ws = workspace()
     found = (
         [tracking.get_run(ws, r) for r in compare_ids]

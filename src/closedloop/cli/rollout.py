@@ -10,7 +10,16 @@ from typing import Any
 
 import click
 
-from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.cli.output import (
+    command_runner,
+    dump_json,
+    json_option,
+    model_argument,
+    resolve_model,
+    say,
+    table,
+    workspace,
+)
 from closedloop.errors import InvalidInputError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -83,6 +92,7 @@ def start_cmd(
     """Start a canary (default) or a shadow of VERSION of MODEL."""
     from closedloop.services import rollout
 
+    model = resolve_model(model)
     if shadow:
         given = [
             name
@@ -117,13 +127,14 @@ def start_cmd(
 
 
 @rollout_group.command("status")
-@click.argument("model")
+@model_argument
 @json_option
 @command_runner
-def status_cmd(model: str, as_json: bool) -> None:
+def status_cmd(model: str | None, as_json: bool) -> None:
     """Show MODEL's rollout: mode, versions, weight, steps and timing."""
     from closedloop.services import rollout
 
+    model = resolve_model(model)
     body = rollout.status(workspace(), model)
     if as_json:
         dump_json(body)
@@ -133,13 +144,14 @@ def status_cmd(model: str, as_json: bool) -> None:
 
 
 @rollout_group.command("evaluate")
-@click.argument("model")
+@model_argument
 @json_option
 @command_runner
-def evaluate_cmd(model: str, as_json: bool) -> None:
+def evaluate_cmd(model: str | None, as_json: bool) -> None:
     """Run the guardrails on the canary's traffic and apply the verdict."""
     from closedloop.services import rollout
 
+    model = resolve_model(model)
     result = rollout.evaluate(workspace(), model)
     if as_json:
         dump_json(result)
@@ -164,13 +176,14 @@ def evaluate_cmd(model: str, as_json: bool) -> None:
 
 def _simple(name: str, help_text: str, action: str) -> click.Command:
     @click.command(name, help=help_text)
-    @click.argument("model")
+    @model_argument
     @click.option("--reason", default="", help="Why (recorded in the event log).")
     @json_option
     @command_runner
-    def command(model: str, reason: str, as_json: bool) -> None:
+    def command(model: str | None, reason: str, as_json: bool) -> None:
         from closedloop.services import rollout
 
+        model = resolve_model(model)
         function = getattr(rollout, action)
         _report(function(workspace(), model, reason=reason), as_json)
 
