@@ -32,7 +32,7 @@ TIMEOUT = 600  # seconds for one line: training on a loaded machine can take min
 
 # Every line of the README's tour, in order: (the line, its exit code, a line of its output).
 # A line ending in `&` runs in the background until `kill %1`; its exit code and output line
-# are checked then.
+# are checked then. The README's port 8080 is replaced by a free one.
 TOUR: list[tuple[str, int, str]] = [
     ("closedloop init", 0, r"^wrote closedloop\.toml, pipeline\.py, data/loans\.parquet"),
     ("closedloop train", 0, r"^production → v1$"),
@@ -51,7 +51,12 @@ TOUR: list[tuple[str, int, str]] = [
         1,
         r"^report written to drift\.html$",
     ),
-    ("closedloop serve --port 8080 &", 0, r"^closedloop serving loans on http://127\.0\.0\.1:"),
+    # stopped by `kill %1` (SIGTERM): it shuts down cleanly, then exits by that signal
+    (
+        "closedloop serve --port 8080 &",
+        -signal.SIGTERM,
+        r"^closedloop serving loans on http://127\.0\.0\.1:",
+    ),
     (
         'curl -s localhost:8080/invocations -H "Content-Type: text/csv" '
         "--data-binary @data/recent.csv",
@@ -188,6 +193,7 @@ class Background:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
+@pytest.mark.timeout(2400)  # some twenty subprocesses, three of which train, on a shared machine
 def test_the_readme_tour_runs_as_written(venv: Path, tmp_path: Path) -> None:
     assert readme_tour() == [line for line, _, _ in TOUR]
     folder = tmp_path / "my-project"
