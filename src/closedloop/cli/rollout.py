@@ -92,7 +92,6 @@ def start_cmd(
     """Start a canary (default) or a shadow of VERSION of MODEL."""
     from closedloop.services import rollout
 
-    model = resolve_model(model)
     if shadow:
         given = [
             name
@@ -105,7 +104,7 @@ def start_cmd(
         ]
         if given:
             raise InvalidInputError(f"--shadow cannot be combined with {', '.join(given)}.")
-        result = rollout.start_shadow(workspace(), model, version, reason=reason)
+        result = rollout.start_shadow(workspace(), resolve_model(model), version, reason=reason)
     else:
         weight = 0.1 if canary is None else parse_percent(canary, "--canary")
         schedule = rollout.DEFAULT_STEPS if steps is None else parse_steps(steps)
@@ -116,7 +115,7 @@ def start_cmd(
         )
         result = rollout.start_canary(
             workspace(),
-            model,
+            resolve_model(model),
             version,
             weight=weight,
             steps=schedule,
