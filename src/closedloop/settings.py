@@ -222,48 +222,71 @@ def find_project_dir(start: Path | None = None) -> Path:
     return here
 
 
-def _coerce(section: str, name: str, kind: Any, value: Any, source: str) -> Any:
+def _coerce(
+    section: str, name: str, kind: Any, value: Any, source: str, *, text: bool = False
+) -> Any:
+    """``value`` as ``kind``. ``text``: the value is a string to parse (an environment variable);
+    otherwise it must already have the right type (TOML, flags): ``"0.2"`` is not a number."""
     where = f"{section}.{name} (from {source})"
     try:
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind is int and not isinstance(value, bool):
+        if get_origin(kind) is tuple:
+            return _coerce_list(section, name, get_args(kind)[0], value, source, text=text)
+        if text and isinstance(value, str):
+            return _parse(kind, value)
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind is int and isinstance(value, int | float) and not isinstance(value, bool):
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return int(value)
-        if kind is float and not isinstance(value, bool):
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if kind is str and isinstance(value, str | int | float):
-            return str(value)
-        if get_origin(kind) is tuple:
-            return _coerce_list(section, name, get_args(kind)[0], value, source)
+        if kind is str and isinstance(value, str):
+            return value
     except ValueError:
         pass
     raise ConfigError(
-        f"The setting {where} must be a {_kind_name(kind)}. Got {value!r} instead.",
+        f"The setting {where} must be {_kind_name(kind)}. Got {value!r} instead.",
         hint=f"Fix it in {PROJECT_FILE} or the environment.",
     )
 
 
+def _parse(kind: Any, value: str) -> Any:
+    """An environment variable's text as ``kind`` (ValueError when it is not one)."""
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(value)
+    if kind is int:
+        return int(value)
+    if kind is float:
+        return float(value)
+    if kind is str:
+        return value
+    raise ValueError(value)
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _kind_name(kind: Any) -> str:
     if get_origin(kind) is tuple:
-        return f"list of {get_args(kind)[0].__name__}"
-    return str(kind.__name__)
+        item = _KIND_NAMES[get_args(kind)[0]].removeprefix("a ").removeprefix("an ")
+        return f"a list of {item}s"
+    return _KIND_NAMES[kind]
 
 
-def _coerce_list(section: str, name: str, item: Any, value: Any, source: str) -> tuple[Any, ...]:
-    """A TOML list, or a comma-separated string (environment variables, flags)."""
-    if isinstance(value, str):
+def _coerce_list(
+    section: str, name: str, item: Any, value: Any, source: str, *, text: bool
+) -> tuple[Any, ...]:
+    """A TOML list, or a comma-separated string (environment variables)."""
+    if text and isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list | tuple):
         raise ValueError(value)
-    return tuple(_coerce(section, name, item, part, source) for part in value)
+    return tuple(_coerce(section, name, item, part, source, text=text) for part in value)
 
 
 def _section(section: str, cls: type, values: dict[str, Any], source: str) -> Any:
@@ -308,7 +331,7 @@ def _from_env(env: dict[str, str]) -> dict[str, dict[str, Any]]:
         for f in fields(cls):
             key = f"{ENV_PREFIX}{name}_{f.name}".upper()
             if key in env:
-                value = _coerce(name, f.name, hints[f.name], env[key], key)
+                value = _coerce(name, f.name, hints[f.name], env[key], key, text=True)
                 out.setdefault(name, {})[f.name] = value
     return out
 

@@ -723,3 +723,115 @@ def test_serve_refuses_a_non_loopback_host_without_insecure_remote(project: Path
     assert "Refusing to bind" in error
     assert "--insecure-remote" in result.stderr
     assert result.stdout == ""
+
+
+# --------------------------------------------------------------------------------------------
+# 8. a newcomer's first hour: runs --compare, --debug anywhere, MODEL by default, no project
+# --------------------------------------------------------------------------------------------
+
+
+def test_runs_compare_takes_run_ids_after_the_flag_as_the_readme_shows(project: Path) -> None:
+    ids = [r["id"] for r in as_json(ok(project, "runs", "--json"))]
+    assert len(ids) == 2
+    short = [i[:8] for i in ids]
+
+    compared = ok(project, "runs", "--compare", *short)
+    assert "runs compared" in compared.stdout
+    assert all(s in compared.stdout for s in short)
+    assert "metric:roc_auc" in compared.stdout
+    for args in (["--compare", *short], [*short, "--compare"], ["--compare", *ids]):
+        found = as_json(ok(project, "runs", *args, "--json"))
+        assert [r["id"] for r in found] == ids, args
+
+    assert_clean_error(cli(project, "runs", "--compare"), "--compare needs the runs")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_before_or_after_the_command(project: Path, where: str) -> None:
+    args = ["versions", "nosuch"]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    result = cli(project, *args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" in result.stderr
+    assert "error: No model named 'nosuch'" in result.stderr
+
+
+def test_model_defaults_to_pipeline_model_and_a_typo_names_the_closest(project: Path) -> None:
+    named = as_json(ok(project, "versions", MODEL, "--json"))
+    assert as_json(ok(project, "versions", "--json")) == named
+    assert as_json(ok(project, "history", "--json")) == as_json(
+        ok(project, "history", MODEL, "--json")
+    )
+    assert ok(project, "rollout", "status").returncode == 0
+
+    for command in (
+        ["versions"],
+        ["history"],
+        ["rollback"],
+        ["monitor"],
+        ["report"],
+        ["rollout", "status"],
+        ["alias", "set"],
+    ):
+        extra = ["production", "1"] if command == ["alias", "set"] else []
+        error = assert_clean_error(cli(project, *command, "lons", *extra), "'lons'")
+        assert "did you mean 'loans'?" in error, (command, error)
+    assert not Path(project / "lons-report.html").exists()
+
+    toml = project / "closedloop.toml"
+    toml.write_text(toml.read_text().replace('model = "loans"', 'model = ""'))
+    result = cli(project, "versions")
+    assert_clean_error(result, "No MODEL given", "pipeline.model")
+
+
+READ_COMMANDS = [
+    ["models"],
+    ["versions"],
+    ["versions", MODEL],
+    ["runs"],
+    ["history", MODEL],
+    ["report", MODEL],
+    ["monitor", MODEL],
+    ["rollback", MODEL],
+    ["alias", "set", MODEL, "production", "1"],
+    ["rollout", "status", MODEL],
+    ["agent", "status"],
+    ["alerts"],
+    ["db", "current"],
+]
+
+
+def test_outside_a_project_commands_refuse_and_create_nothing(tmp_path: Path) -> None:
+    for command in [*READ_COMMANDS, ["train"], ["serve", "--port", "0"]]:
+        result = cli(tmp_path, *command)
+        error = assert_clean_error(result, "No project here", f"from {tmp_path.resolve()} upwards")
+        assert "closedloop.toml" in error
+        assert "hint: Run `closedloop init`" in result.stderr, (command, result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_in_a_new_project_read_commands_create_no_store(tmp_path: Path) -> None:
+    ok(tmp_path, "init")
+    for command in READ_COMMANDS:
+        result = cli(tmp_path, *command)
+        assert_clean_error(result, "Nothing is recorded in this project yet")
+        assert "hint: Run `closedloop train`" in result.stderr, (command, result.stderr)
+    assert not (tmp_path / ".closedloop").exists()
+
+
+@pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o"), ("zsh", "#compdef")])
+def test_shell_completion_script_is_printed_and_documented(
+    tmp_path: Path, shell: str, marker: str
+) -> None:
+    source = ok(tmp_path, env=_clean_env(_CLOSEDLOOP_COMPLETE=f"{shell}_source"))
+    assert marker in source.stdout
+    assert "_CLOSEDLOOP_COMPLETE" in source.stdout
+    assert f"_CLOSEDLOOP_COMPLETE={shell}_source closedloop" in ok(tmp_path, "--help").stdout
+
+    words = ok(
+        tmp_path,
+        env=_clean_env(
+            _CLOSEDLOOP_COMPLETE="bash_complete", COMP_WORDS="closedloop ver", COMP_CWORD="1"
+        ),
+    )
+    assert "versions" in words.stdout

@@ -190,7 +190,9 @@ def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
 def test_demo_refuses_a_store_it_did_not_create(tmp_path: Path) -> None:
     init = cli(tmp_path, "init")
     assert init.returncode == 0, init.stderr
-    assert ok_json(tmp_path, "models") == []  # creates the project's (empty) store
+    upgrade = cli(tmp_path, "db", "upgrade")  # creates the project's (empty) store
+    assert upgrade.returncode == 0, upgrade.stderr
+    assert ok_json(tmp_path, "models") == []
     store = tmp_path / ".closedloop"
     assert (store / "metadata.db").is_file()
     before = _snapshot(tmp_path)

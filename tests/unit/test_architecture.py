@@ -115,3 +115,14 @@ def test_the_public_api_is_exactly_this() -> None:
     ]
     for name in closedloop.__all__:
         assert getattr(closedloop, name) is not None
+
+
+def test_dir_lists_every_public_name_without_importing_it() -> None:
+    code = (
+        "import sys, closedloop; names = dir(closedloop); "
+        "missing = [n for n in closedloop.__all__ if n not in names]; "
+        "heavy = [m for m in ('pandas', 'sqlalchemy') if m in sys.modules]; "
+        "print(missing, heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[] []"

@@ -11,7 +11,16 @@ from typing import Any
 
 import click
 
-from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.cli.output import (
+    command_runner,
+    dump_json,
+    json_option,
+    model_argument,
+    resolve_model,
+    say,
+    table,
+    workspace,
+)
 from closedloop.errors import ConfigError
 
 DRIFT_EXIT = 1
@@ -205,7 +214,7 @@ def _write_html(
 
 
 @click.command("monitor")
-@click.argument("model")
+@model_argument
 @click.option(
     "--version",
     type=click.IntRange(min=1),
@@ -224,7 +233,7 @@ def _write_html(
 @json_option
 @command_runner
 def monitor_cmd(
-    model: str,
+    model: str | None,
     version: int | None,
     window: int | None,
     alpha: float | None,
@@ -242,6 +251,7 @@ def monitor_cmd(
     """
     from closedloop.services.monitors import run_monitor
 
+    model = resolve_model(model)
     result = run_monitor(
         workspace(),
         model,
@@ -273,7 +283,7 @@ def monitor_cmd(
 
 
 @click.command("report")
-@click.argument("model")
+@model_argument
 @click.option(
     "--out",
     "out",
@@ -289,10 +299,11 @@ def monitor_cmd(
     help="How many recent checks to plot.",
 )
 @command_runner
-def report_cmd(model: str, out: Path | None, checks: int) -> None:
+def report_cmd(model: str | None, out: Path | None, checks: int) -> None:
     """Write a self-contained HTML report of MODEL's recent drift checks (opens offline)."""
     from closedloop.reports import render_model_report
 
+    model = resolve_model(model)
     page = render_model_report(workspace(), model, checks=checks)
     path = out or Path(f"{model}-report.html")
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from closedloop.errors import ClosedloopError
+from closedloop.errors import ClosedloopError, ConfigError
 
 
 def dump_json(data: Any) -> None:
@@ -84,16 +84,61 @@ def command_runner(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# Commands that may create the project's store (the first `train`, a server or an agent
+# waiting for models); every other command reads an existing store and creates nothing.
+_CREATING = {"train", "db upgrade", "serve", "agent", "retrain", "alerts test"}
+# Commands that read settings only: they work in any folder.
+_ANYWHERE = {"drift", "backtest"}
+
+
+def _command_name(ctx: click.Context) -> str:
+    names: list[str] = []
+    while ctx.parent is not None:
+        names.append(ctx.command.name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
 def workspace() -> Any:
-    """The project's workspace, from the root command's --project option."""
+    """The project's workspace, from the root command's --project option.
+
+    Outside a project (no closedloop.toml here or above, no store in the environment) a command
+    that opens the store is refused; a command that only reads never creates the store."""
     from closedloop.services.workspace import Workspace
 
     ctx = click.get_current_context()
-    cached = ctx.find_root().meta.get("closedloop.workspace")
+    root = ctx.find_root()
+    cached = root.meta.get("closedloop.workspace")
     if cached is None:
-        cached = Workspace.open(ctx.find_root().params.get("project"))
-        ctx.find_root().meta["closedloop.workspace"] = cached
+        cached = Workspace.open(root.params.get("project"))
+        command = _command_name(ctx)
+        if command not in _ANYWHERE:
+            cached.require_project()
+            if command not in _CREATING:
+                cached.require_store()
+        root.meta["closedloop.workspace"] = cached
     return cached
+
+
+def model_argument(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The MODEL argument: optional, the project's pipeline.model when left out."""
+    return click.argument("model", required=False, default=None)(func)
+
+
+def resolve_model(given: str | None) -> str:
+    """MODEL as given, else pipeline.model; NotFoundError (naming the closest registered
+    model) when no such model is registered."""
+    from closedloop.services import registry
+
+    ws = workspace()
+    model = given or ws.settings.pipeline.model
+    if not model:
+        raise ConfigError(
+            "No MODEL given and pipeline.model is not set.",
+            hint="Name the model, or set [pipeline] model in closedloop.toml.",
+        )
+    registry.get_model_id(ws, model)
+    return str(model)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

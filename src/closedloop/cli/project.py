@@ -75,7 +75,11 @@ def train(X: pd.DataFrame, y: pd.Series):
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @command_runner
 def init_cmd(folder: Path, model: str, force: bool) -> None:
-    """Write closedloop.toml, an example pipeline.py and sample data into FOLDER."""
+    """Write closedloop.toml, an example pipeline.py and sample data into FOLDER.
+
+    data/loans.parquet is the training data; data/recent.parquet holds later applications
+    (after a drift) with their outcome, data/recent.csv the same without it, as requests.
+    """
     from closedloop.domain.simulate import LoanSimulator
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,11 +95,18 @@ def init_cmd(folder: Path, model: str, force: bool) -> None:
     for path, text in files.items():
         path.write_text(text, encoding="utf-8")
     (folder / "data").mkdir(exist_ok=True)
-    data = LoanSimulator(seed=0).reference(5000).drop(columns=["applied_at"])
+    simulator = LoanSimulator(seed=0)
+    data = simulator.reference(5000).drop(columns=["applied_at"])
     data.to_parquet(folder / "data" / "loans.parquet", index=False)
+    # later applications, from after the drift the simulator plants: with their outcome, and
+    # without it (what a caller sends to `closedloop serve`)
+    recent = simulator.stream(1000, start=simulator.drift_at).drop(columns=["applied_at"])
+    recent.to_parquet(folder / "data" / "recent.parquet", index=False)
+    recent.drop(columns=["default"]).to_csv(folder / "data" / "recent.csv", index=False)
     say(
-        f"wrote {folder / 'closedloop.toml'}, {folder / 'pipeline.py'} and "
-        f"{folder / 'data' / 'loans.parquet'} ({len(data)} rows)"
+        f"wrote {folder / 'closedloop.toml'}, {folder / 'pipeline.py'}, "
+        f"{folder / 'data' / 'loans.parquet'} ({len(data)} rows) and "
+        f"{folder / 'data' / 'recent.parquet'} (+ .csv without the outcome, {len(recent)} rows)"
     )
     say("next: closedloop train")
 

@@ -11,10 +11,13 @@ from closedloop.cli.output import (
     dump_json,
     figure,
     json_option,
+    model_argument,
+    resolve_model,
     say,
     table,
     workspace,
 )
+from closedloop.errors import ConfigError
 
 if TYPE_CHECKING:
     from closedloop.services.tracking import RunInfo
@@ -51,13 +54,14 @@ def models_cmd(as_json: bool) -> None:
 
 
 @click.command("versions")
-@click.argument("model")
+@model_argument
 @json_option
 @command_runner
-def versions_cmd(model: str, as_json: bool) -> None:
+def versions_cmd(model: str | None, as_json: bool) -> None:
     """List the versions of MODEL with metrics, lineage and aliases."""
     from closedloop.services import registry
 
+    model = resolve_model(model)
     found = registry.list_versions(workspace(), model)
     if as_json:
         dump_json([v.to_dict() for v in found])
@@ -103,17 +107,18 @@ def head_to_head(gate: dict[str, Any], number: int) -> str:
 
 
 @click.command("history")
-@click.argument("model")
+@model_argument
 @click.option("--alias", default=None, help="Only this alias's moves.")
 @click.option(
     "--all", "everything", is_flag=True, help="Every event of the model, not only alias moves."
 )
 @json_option
 @command_runner
-def history_cmd(model: str, alias: str | None, everything: bool, as_json: bool) -> None:
+def history_cmd(model: str | None, alias: str | None, everything: bool, as_json: bool) -> None:
     """Show the recorded history of MODEL: who moved which alias, when and why."""
     from closedloop.services import events, registry
 
+    model = resolve_model(model)
     ws = workspace()
     found = (
         events.list_events(ws, model=model)
@@ -163,6 +168,7 @@ def alias_set_cmd(
     """
     from closedloop.services import registry
 
+    model = resolve_model(model)
     before = registry.set_alias(workspace(), model, alias, version, reason=reason, force=force)
     if as_json:
         dump_json({"model": model, "alias": alias, "from_version": before, "to_version": version})
@@ -228,11 +234,11 @@ def alias_delete_cmd(model: str, alias: str, reason: str, force: bool, as_json: 
 
 
 @click.command("rollback")
-@click.argument("model")
+@model_argument
 @click.option("--reason", default="", help="Why (recorded in the event log).")
 @json_option
 @command_runner
-def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
+def rollback_cmd(model: str | None, reason: str, as_json: bool) -> None:
     """Move MODEL's production alias to its last known-good version.
 
     A canary or shadow running at that moment ends with it, and the rollback_done alert is
@@ -240,6 +246,7 @@ def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
     """
     from closedloop.services import registry, rollout
 
+    model = resolve_model(model)
     ws = workspace()
     running = rollout.state(ws, model)
     before, after = registry.rollback(ws, model, reason=reason)
@@ -263,9 +270,10 @@ def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
 
 
 @click.command("runs")
+@click.argument("compare_ids", metavar="[RUN]...", nargs=-1)
 @click.option("--experiment", default=None, help="Only runs of this experiment.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--compare", "compare_ids", multiple=True, help="Run ids to compare side by side.")
+@click.option("--compare", is_flag=True, help="Compare the RUNs' params and metrics side by side.")
 @click.option(
     "--metric",
     default=None,
@@ -275,13 +283,15 @@ def rollback_cmd(model: str, reason: str, as_json: bool) -> None:
 @json_option
 @command_runner
 def runs_cmd(
+    compare_ids: tuple[str, ...],
     experiment: str | None,
     limit: int,
-    compare_ids: tuple[str, ...],
+    compare: bool,
     metric: str | None,
     as_json: bool,
 ) -> None:
-    """List tracked runs (newest first), or compare runs' params and metrics.
+    """List tracked runs (newest first), or compare RUNs' params and metrics side by side
+    (`closedloop runs --compare RUN RUN`; a RUN is its id or the start of it).
 
     Metric values are shown to 4 significant figures (--json keeps full precision); a metric
     logged at several steps shows its last value and its step count, and --metric NAME lists
@@ -289,6 +299,11 @@ def runs_cmd(
     """
     from closedloop.services import tracking
 
+    if compare and not compare_ids:
+        raise ConfigError(
+            "--compare needs the runs to compare.",
+            hint="Name them by id (or its start): closedloop runs --compare RUN RUN.",
+        )
     ws = workspace()
     found = (
         [tracking.get_run(ws, r) for r in compare_ids]

@@ -10,7 +10,16 @@ from typing import Any
 
 import click
 
-from closedloop.cli.output import command_runner, dump_json, json_option, say, table, workspace
+from closedloop.cli.output import (
+    command_runner,
+    dump_json,
+    json_option,
+    model_argument,
+    resolve_model,
+    say,
+    table,
+    workspace,
+)
 from closedloop.errors import InvalidInputError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
@@ -95,7 +104,7 @@ def start_cmd(
         ]
         if given:
             raise InvalidInputError(f"--shadow cannot be combined with {', '.join(given)}.")
-        result = rollout.start_shadow(workspace(), model, version, reason=reason)
+        result = rollout.start_shadow(workspace(), resolve_model(model), version, reason=reason)
     else:
         weight = 0.1 if canary is None else parse_percent(canary, "--canary")
         schedule = rollout.DEFAULT_STEPS if steps is None else parse_steps(steps)
@@ -106,7 +115,7 @@ def start_cmd(
         )
         result = rollout.start_canary(
             workspace(),
-            model,
+            resolve_model(model),
             version,
             weight=weight,
             steps=schedule,
@@ -117,10 +126,10 @@ def start_cmd(
 
 
 @rollout_group.command("status")
-@click.argument("model")
+@model_argument
 @json_option
 @command_runner
-def status_cmd(model: str, as_json: bool) -> None:
+def status_cmd(model: str | None, as_json: bool) -> None:
     """Show MODEL's rollout: mode, versions, traffic share in percent, steps and timing.
 
     With --json, ``weight``/``steps`` are fractions of the traffic and ``percent``/
@@ -128,6 +137,7 @@ def status_cmd(model: str, as_json: bool) -> None:
     """
     from closedloop.services import rollout
 
+    model = resolve_model(model)
     body = rollout.status(workspace(), model)
     if as_json:
         dump_json(body)
@@ -194,13 +204,14 @@ def _duration(seconds: float) -> str:
 
 
 @rollout_group.command("evaluate")
-@click.argument("model")
+@model_argument
 @json_option
 @command_runner
-def evaluate_cmd(model: str, as_json: bool) -> None:
+def evaluate_cmd(model: str | None, as_json: bool) -> None:
     """Run the guardrails on the canary's traffic and apply the verdict."""
     from closedloop.services import rollout
 
+    model = resolve_model(model)
     result = rollout.evaluate(workspace(), model)
     if as_json:
         dump_json(result)
@@ -227,13 +238,14 @@ def evaluate_cmd(model: str, as_json: bool) -> None:
 
 def _simple(name: str, help_text: str, action: str) -> click.Command:
     @click.command(name, help=help_text)
-    @click.argument("model")
+    @model_argument
     @click.option("--reason", default="", help="Why (recorded in the event log).")
     @json_option
     @command_runner
-    def command(model: str, reason: str, as_json: bool) -> None:
+    def command(model: str | None, reason: str, as_json: bool) -> None:
         from closedloop.services import rollout
 
+        model = resolve_model(model)
         function = getattr(rollout, action)
         _report(function(workspace(), model, reason=reason), as_json)
 

@@ -126,10 +126,22 @@ def _model_id(conn: Connection, name: str, *, lock: bool = False) -> int:
         stmt = stmt.with_for_update()
     model_id = conn.execute(stmt).scalar()
     if model_id is None:
-        raise NotFoundError(
-            f"No model named {name!r}.", hint="List models with `closedloop models`."
-        )
+        raise unknown_model(conn, name)
     return int(model_id)
+
+
+def unknown_model(conn: Connection, name: str) -> NotFoundError:
+    """The error for a model name that is not registered, naming the closest one if any."""
+    import difflib
+
+    known = [str(n) for n in conn.execute(select(models.c.name)).scalars()]
+    close = difflib.get_close_matches(name, known, n=1)
+    return NotFoundError(
+        f"No model named {name!r}" + (f"; did you mean {close[0]!r}?" if close else "."),
+        hint="List models with `closedloop models`."
+        if known
+        else "No model is registered yet: run `closedloop train`.",
+    )
 
 
 def lock_model(conn: Connection, name: str) -> int:

@@ -411,9 +411,7 @@ def state(ws: Workspace, model: str) -> RolloutState:
     with ws.metadata.read() as conn:
         model_id = conn.execute(select(models.c.id).where(models.c.name == model)).scalar()
         if model_id is None:
-            raise NotFoundError(
-                f"No model named {model!r}.", hint="List models with `closedloop models`."
-            )
+            raise registry.unknown_model(conn, model)
         return _load(conn, int(model_id), model)
 
 

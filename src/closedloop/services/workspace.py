@@ -13,7 +13,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from closedloop.settings import Settings, load_settings
+from closedloop.errors import ConfigError, NotFoundError
+from closedloop.settings import PROJECT_FILE, Settings, StoreSettings, load_settings
 
 if TYPE_CHECKING:
     from closedloop.storage.artifacts import ArtifactStore
@@ -43,6 +44,32 @@ class Workspace:
     @classmethod
     def open(cls, project_dir: str | Path | None = None) -> Workspace:
         return cls(load_settings(Path(project_dir) if project_dir else None))
+
+    def require_project(self) -> None:
+        """ConfigError unless a project file was found or the store is named elsewhere (the
+        environment): commands that open the store never invent a project in a random folder."""
+        settings = self.settings
+        if (settings.project_dir / PROJECT_FILE).is_file():
+            return
+        if settings.store.metadata_url != StoreSettings().metadata_url:
+            return
+        raise ConfigError(
+            f"No project here (looked for {PROJECT_FILE} from {settings.project_dir} upwards).",
+            hint="Run `closedloop init` to start one, or pass --project FOLDER.",
+        )
+
+    def require_store(self) -> None:
+        """NotFoundError when the project's SQLite store does not exist yet (nothing is created
+        by asking; the first `closedloop train` creates it)."""
+        url, prefix = self.settings.metadata_url, "sqlite:///"
+        if not url.startswith(prefix) or url == prefix + ":memory:":
+            return
+        path = Path(url[len(prefix) :])
+        if not path.is_file():
+            raise NotFoundError(
+                f"Nothing is recorded in this project yet: its store {path} does not exist.",
+                hint="Run `closedloop train` to register a first version.",
+            )
 
     @cached_property
     def metadata(self) -> MetadataStore:
