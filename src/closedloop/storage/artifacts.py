@@ -44,7 +44,10 @@ class ArtifactStore:
 
         self.url = url.rstrip("/")
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+            # A filesystem of its own: a cached one could hold a client made for another
+            # endpoint (botocore reads AWS_ENDPOINT_URL when the client is made).
+            options = {"skip_instance_cache": True, **(storage_options or {})}
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, **options)
         except (ImportError, ValueError) as exc:
             raise ConfigError(
                 f"Cannot open the artifact store {url!r}: {exc}.",
@@ -127,8 +130,11 @@ class ArtifactStore:
                 import fsspec
 
                 options = dict(self.fs.storage_options)
+                options.pop("skip_instance_cache", None)
                 config = {**options.pop("config_kwargs", {}), **PROBE_CONFIG}
-                probe = fsspec.filesystem("s3", config_kwargs=config, **options)
+                probe = fsspec.filesystem(
+                    "s3", config_kwargs=config, skip_instance_cache=True, **options
+                )
                 probe.connect()
                 where = f" at {probe.s3.meta.endpoint_url}"
                 probe.call_s3("head_bucket", Bucket=bucket)
