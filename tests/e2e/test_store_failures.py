@@ -8,15 +8,19 @@ and registered.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_port
 from tests.e2e.test_cli import _clean_env, as_json, assert_clean_error, cli, ok
 
 from closedloop.storage.artifacts import MARKER
@@ -190,7 +194,8 @@ def test_an_artifact_store_of_another_metadata_store_is_refused(
     _set_store(other, artifacts_url=url)
     result = cli(other, "train")
     error = assert_clean_error(result, url, "another metadata store")
-    assert str(s3_project) in error and str(other) in error  # both metadata stores named
+    # Both metadata stores are named: the marker's (the one the project was copied from) and ours.
+    assert error.count("metadata.db") == 2 and str(other) in error
     assert _versions(s3_project) == [1]
 
 
@@ -248,3 +253,80 @@ def test_a_sqlite_store_in_a_folder_that_cannot_exist_is_one_line_and_exit_2(
     url = f"sqlite:///{tmp_path / 'file' / 'metadata.db'}"
     result = cli(tmp_path, "monitor", MODEL, env=_clean_env(CLOSEDLOOP_STORE_METADATA_URL=url))
     assert_clean_error(result, "metadata store", str(tmp_path / "file"))
+
+
+# --------------------------------------------------------------------------------------------
+# The server when the S3 endpoint goes down
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_s3() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A moto S3 server of this test's own, which the test may stop."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_the_server_answers_503_for_storage_it_cannot_reach_and_keeps_serving(
+    s3_template: tuple[Path, str],
+    s3_env: str,
+    own_s3: tuple[str, subprocess.Popen[bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+    import httpx
+    from tests.e2e.conftest import start_server, stop_server, wait_ready
+
+    template, template_bucket = s3_template
+    endpoint, moto = own_s3
+    folder = tmp_path / "project"
+    shutil.copytree(template, folder)
+    source, target = (boto3.client("s3", endpoint_url=e) for e in (s3_env, endpoint))
+    target.create_bucket(Bucket="served")
+    for item in source.list_objects_v2(Bucket=template_bucket)["Contents"]:
+        body = source.get_object(Bucket=template_bucket, Key=item["Key"])["Body"].read()
+        target.put_object(Bucket="served", Key=item["Key"], Body=body)
+    artifacts = "s3://served/loans-project"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    for key in [k for k in os.environ if k.startswith("CLOSEDLOOP_")]:
+        monkeypatch.delenv(key)
+    metadata = f"sqlite:///{folder / '.closedloop' / 'metadata.db'}"
+    process, url = start_server(folder, metadata, artifacts)
+    try:
+        wait_ready(url, process)
+        rows = pd.read_parquet(folder / "data" / "loans.parquet").drop(columns=["default"]).head(3)
+        body = {
+            "dataframe_split": {
+                "columns": list(rows.columns),
+                "data": rows.astype(object).values.tolist(),
+            }
+        }
+        answered = httpx.post(f"{url}/invocations", json=body, headers={"X-Request-ID": "r-1"})
+        assert answered.status_code == 200, answered.text
+        label = {"request_id": "r-1", "label": 1}
+        assert httpx.post(f"{url}/models/{MODEL}/feedback", json=label).status_code == 200
+
+        moto.terminate()
+        moto.wait(timeout=10)
+        refused = httpx.post(f"{url}/models/{MODEL}/feedback", json=label, timeout=60)
+        assert refused.status_code == 503, refused.text
+        error = refused.json()["error"]
+        assert error["code"] == "store_error"
+        assert "s3://served/loans-project/feedback" in error["message"]
+        assert "AWS_ENDPOINT_URL" in error["hint"]
+        still = httpx.post(f"{url}/invocations", json=body, timeout=10)
+        assert still.status_code == 200  # the loaded version keeps serving
+        assert still.headers["x-model-version"] == "1"
+    finally:
+        stop_server(process)
