@@ -121,8 +121,8 @@ class ArtifactStore:
     def check_location(self) -> None:
         """Refuse an object store whose bucket does not exist, or that cannot be reached (one
         quick request; closedloop never creates a bucket). Local folders are created on use."""
-        if not self.object_store:
-            return
+        if not self.object_store or self.fs.protocol in ("memory", ("memory",)):
+            return  # folders, and the in-memory filesystem, have no buckets
         bucket = self.root.split("/", 1)[0]
         where = ""
         try:
