@@ -184,9 +184,14 @@ class ArtifactStore:
         data = json.dumps(body, indent=2, sort_keys=True).encode()
         try:
             with storage_errors("write to the artifact store", self.url):
-                if not self.object_store:
+                path = f"{self.root}/{MARKER}"
+                if self.object_store:  # one PUT publishes the whole object
+                    self.fs.pipe_file(path, data)
+                else:  # readers in other processes never see a partial marker
                     self.fs.makedirs(self.root, exist_ok=True)
-                self.fs.pipe_file(f"{self.root}/{MARKER}", data)
+                    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+                    self.fs.pipe_file(temporary, data)
+                    self.fs.mv(temporary, path)
         except FileNotFoundError as exc:
             raise store_failure("write to the artifact store", self.url, exc) from exc
 
