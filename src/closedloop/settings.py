@@ -34,6 +34,9 @@ class StoreSettings:
     """Where the prediction log goes; empty means ``<artifacts_url>/predictions``."""
     feedback_url: str = ""
     """Where posted labels go; empty means ``<artifacts_url>/feedback``."""
+    s3_endpoint_url: str = ""
+    """The S3-compatible endpoint of ``s3://`` URLs (MinIO, Ceph...); empty: botocore's own
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, the AWS config file, else AWS)."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,12 @@ class Settings:
         if self.store.feedback_url:
             return self.resolve_path(self.store.feedback_url)
         return self.artifacts_url.rstrip("/") + "/feedback"
+
+    def storage_options(self, url: str) -> dict[str, Any]:
+        """fsspec options for a store at ``url`` (the S3 endpoint for ``s3://`` URLs)."""
+        if self.store.s3_endpoint_url and url.split("://", 1)[0].lower() in ("s3", "s3a"):
+            return {"endpoint_url": self.store.s3_endpoint_url}
+        return {}
 
     @property
     def predictions_url(self) -> str:

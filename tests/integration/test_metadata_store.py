@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
+
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from closedloop.errors import ConfigError, SchemaVersionError, StoreError
 from closedloop.storage.metadata.db import MetadataStore, head_revision
@@ -92,3 +95,27 @@ def test_an_unsupported_url_names_the_accepted_forms() -> None:
         MetadataStore("mysql://root@localhost/db")
     assert "sqlite:///" in (caught.value.hint or "")
     assert "postgresql://" in (caught.value.hint or "")
+
+
+def test_a_store_from_before_store_ids_gets_one_on_upgrade_and_keeps_it(
+    metadata_url: str,
+) -> None:
+    store = MetadataStore(metadata_url)
+    _downgrade_to(store, "0005")
+    with store.read() as conn:
+        assert not inspect(conn).has_table("store_identity")
+    assert store.upgrade() == ("0005", head_revision())
+    first = store.store_id()
+    assert uuid.UUID(first) and store.store_id() == first
+    store.dispose()
+    again = MetadataStore(metadata_url)
+    assert again.store_id() == first
+    again.dispose()
+
+
+def test_two_metadata_stores_have_different_ids(tmp_path: Path) -> None:
+    one = MetadataStore(f"sqlite:///{tmp_path / 'one.db'}")
+    two = MetadataStore(f"sqlite:///{tmp_path / 'two.db'}")
+    assert one.store_id() != two.store_id()
+    one.dispose()
+    two.dispose()

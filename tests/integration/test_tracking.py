@@ -92,7 +92,7 @@ def test_identical_bytes_from_two_runs_are_stored_once(ws: Workspace) -> None:
     with start_run(ws) as b:
         sha_b = b.log_artifact("other-name", b"same bytes")
     assert sha_a == sha_b
-    objects = [p for p in Path(ws.settings.artifacts_url).rglob("*") if p.is_file()]
+    objects = [p for p in (Path(ws.settings.artifacts_url) / "objects").rglob("*") if p.is_file()]
     assert [p.name for p in objects] == [sha_a]
 
 

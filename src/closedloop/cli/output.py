@@ -68,6 +68,31 @@ def handle_errors(debug: bool, as_json: bool = False) -> Iterator[None]:
         if exc.hint:
             click.echo(f"hint: {exc.hint}", err=True)
         sys.exit(exc.exit_code)
+    except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+        raise
+    except Exception as exc:
+        # The last resort: nothing may leave a command as a traceback with exit 1 (which means
+        # "drift found"). Storage layers raise StoreError; this catches what slipped through.
+        from closedloop.storage.failures import is_storage_failure, one_line
+
+        if debug:
+            traceback.print_exc()
+        if is_storage_failure(exc):
+            error = ClosedloopError(
+                f"A store or file could not be used: {one_line(exc)}",
+                hint="Check that the metadata store, the artifact store and their endpoints "
+                "are reachable (--debug shows the traceback).",
+            )
+        else:
+            error = ClosedloopError(
+                f"Unexpected error: {one_line(exc)}",
+                hint="This is a bug in closedloop; --debug shows the traceback to report.",
+            )
+        if as_json:
+            dump_json(error.to_dict())
+        click.echo(f"error: {error.message}", err=True)
+        click.echo(f"hint: {error.hint}", err=True)
+        sys.exit(error.exit_code)
 
 
 def command_runner(func: Callable[..., Any]) -> Callable[..., Any]:

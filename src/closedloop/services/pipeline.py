@@ -35,6 +35,7 @@ from closedloop.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    StoreError,
     UserCodeError,
 )
 from closedloop.services import registry
@@ -254,6 +255,8 @@ def _load_incumbent(
         frame = X[loaded.signature.names()]
         outputs = predict_outputs(loaded, frame)
         score_outputs(metric, y, outputs)  # scorable on these rows?
+    except StoreError:
+        raise  # the store is down or misconfigured: not the incumbent's fault
     except (ClosedloopError, KeyError, ValueError, TypeError) as exc:
         return _Incumbent(note=f"incumbent v{number} cannot score this data: {exc}")
     return _Incumbent(estimator=loaded.estimator, frame=frame, outputs=outputs)
@@ -327,6 +330,7 @@ def train(
     check_model_name(cfg.model)  # before anything is fitted or recorded
     extra = _check_lineage_extra(lineage_extra)
     rules = gate_rules(ws)
+    _ = ws.artifacts  # a missing bucket or a foreign store is refused before training
     if frame is None:
         frame, source = load_frame(ws)
     actor = actor or default_actor()

@@ -152,6 +152,7 @@ class RegistryModelHost:
         later outages are ridden out with what is loaded.
         """
         current_plans(self.ws)
+        _ = self.ws.artifacts  # opened (bucket and marker checked) before anything is served
         self.sync()
         self._thread = threading.Thread(target=self._loop, name="closedloop-host", daemon=True)
         self._thread.start()

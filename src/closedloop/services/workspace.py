@@ -80,22 +80,35 @@ class Workspace:
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
+        """The artifact store, once checked to belong to this metadata store (see
+        ``ArtifactStore.check_pairing``: a missing bucket, or a store paired with another
+        metadata store, is refused before anything is read or written)."""
         from closedloop.storage.artifacts import ArtifactStore
 
-        return ArtifactStore(self.settings.artifacts_url)
+        url = self.settings.artifacts_url
+        store = ArtifactStore(url, storage_options=self.settings.storage_options(url))
+        metadata = self.metadata
+        store.check_pairing(
+            metadata.store_id(), metadata.display_url, metadata.referenced_artifact()
+        )
+        return store
 
     def prediction_log(self, *, flush_interval: float | None = None) -> PredictionLog:
         """A new prediction-log writer/reader for this project (callers close it)."""
         from closedloop.storage.predictions import PredictionLog
 
         interval = self.settings.server.flush_interval if flush_interval is None else flush_interval
-        return PredictionLog(self.settings.predictions_url, flush_interval=interval)
+        url = self.settings.predictions_url
+        return PredictionLog(
+            url, flush_interval=interval, storage_options=self.settings.storage_options(url)
+        )
 
     def feedback_log(self) -> FeedbackLog:
         """The log of labels posted after predictions (joined by request id)."""
         from closedloop.storage.feedback import FeedbackLog
 
-        return FeedbackLog(self.settings.feedback_url)
+        url = self.settings.feedback_url
+        return FeedbackLog(url, storage_options=self.settings.storage_options(url))
 
     def close(self) -> None:
         if "metadata" in self.__dict__:

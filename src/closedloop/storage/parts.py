@@ -5,7 +5,9 @@ A part is published atomically: on a local disk it is written under a hidden tem
 (``.part-….tmp``, fsynced) and renamed into place; object stores (S3, GCS, Azure, memory) get
 one PUT of the complete object; other filesystems get a temporary file and a move. Readers only
 look at ``part-*.parquet`` names, so they never see a half-written file, and no part is
-modified after it is written.
+modified after it is written. No folder is made on object stores (a missing bucket is an error,
+never created), and every storage failure is a :class:`~closedloop.errors.StoreError` naming the
+folder, with a hint.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from closedloop.errors import ConfigError, StoreError
+from closedloop.errors import ConfigError
+from closedloop.storage.failures import storage_errors, store_failure
 
 PART = re.compile(r"^part-[0-9TZ]+-[0-9a-f]{32}\.parquet$")
 # Filesystems where one write call publishes a complete object atomically.
@@ -55,40 +58,53 @@ class PartFolder:
         name = f"part-{stamp}-{uuid.uuid4().hex}.parquet"
         final = f"{folder}/{name}"
         temporary = f"{folder}/.{name}.tmp"
-        if self.local:
-            os.makedirs(folder, exist_ok=True)
-            try:
-                with open(temporary, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, final)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.remove(temporary)
-                raise
-        elif self.atomic_put:
-            self.fs.makedirs(folder, exist_ok=True)
-            self.fs.pipe_file(final, data)
-        else:
-            self.fs.makedirs(folder, exist_ok=True)
-            self.fs.pipe_file(temporary, data)
-            self.fs.mv(temporary, final)
+        try:
+            with storage_errors(f"write to the {self.what} at", self.url_of(folder)):
+                if self.local:
+                    self._publish_local(folder, temporary, final, data)
+                elif self.atomic_put:
+                    self.fs.pipe_file(final, data)
+                else:
+                    self.fs.makedirs(folder, exist_ok=True)
+                    self.fs.pipe_file(temporary, data)
+                    self.fs.mv(temporary, final)
+        except FileNotFoundError as exc:  # e.g. the bucket does not exist
+            raise store_failure(f"write to the {self.what} at", self.url_of(folder), exc) from exc
         return final
+
+    @staticmethod
+    def _publish_local(folder: str, temporary: str, final: str, data: bytes) -> None:
+        os.makedirs(folder, exist_ok=True)
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            raise
+
+    def url_of(self, path: str) -> str:
+        """``path`` as the user would write it (with its scheme on remote filesystems)."""
+        return path if self.local else str(self.fs.unstrip_protocol(path))
 
     def entries(self, folder: str) -> list[str]:
         """The paths directly under ``folder``, sorted ([] when it does not exist)."""
         try:
-            names = self.fs.ls(folder, detail=False)
+            with storage_errors(f"list the {self.what} at", self.url_of(folder)):
+                names = self.fs.ls(folder, detail=False)
         except FileNotFoundError:
             return []
-        except OSError as exc:
-            raise StoreError(f"Could not list the {self.what} at {folder!r}: {exc}") from exc
         return sorted(str(name).rstrip("/") for name in names)
 
     def read(self, path: str) -> Any:
-        """One part as a pyarrow Table."""
+        """One part as a pyarrow Table (a storage failure is a StoreError; a damaged file raises
+        pyarrow's error)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle)
+        with storage_errors(f"read the {self.what} at", self.url_of(path)):
+            data = self.fs.cat_file(path)
+        return pq.read_table(pa.BufferReader(data))

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from closedloop.errors import ConfigError, SchemaVersionError, StoreError
+from closedloop.storage.failures import one_line
 
 HERE = Path(__file__).parent
 UPGRADE_HINT = "Run `closedloop db upgrade` (back up the database first)."
@@ -91,7 +92,13 @@ def _normalise_url(url: str) -> str:
 def _sqlite_engine(url: str) -> Engine:
     path = url[len("sqlite:///") :]
     if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot create the metadata store's folder {Path(path).parent}: {one_line(exc)}",
+                hint="Check store.metadata_url and the folder's permissions.",
+            ) from exc
     engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 60})
 
     @event.listens_for(engine, "connect")
@@ -164,10 +171,11 @@ class MetadataStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except OperationalError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise StoreError(
-                f"The metadata store at {self.display_url} cannot be used: {exc.orig}.",
-                hint="Check that the database is running and reachable.",
+                f"The metadata store at {self.display_url} cannot be used: "
+                f"{one_line(exc.orig or exc)}",
+                hint="Check that the database is running and reachable (store.metadata_url).",
             ) from exc
 
     @property
@@ -224,6 +232,42 @@ class MetadataStore:
             f"this closedloop expects {head!r}.",
             hint=UPGRADE_HINT,
         )
+
+    def store_id(self) -> str:
+        """This metadata store's id, named by its artifact store's marker (created with the
+        schema; made again here if the row went missing)."""
+        import uuid
+        from datetime import UTC, datetime
+
+        from sqlalchemy import select
+
+        from closedloop.storage.metadata.tables import store_identity
+
+        with self.read() as conn:
+            found = conn.execute(select(store_identity.c.id)).scalar()
+        if found is not None:
+            return str(found)
+        with self.write() as conn:
+            found = conn.execute(select(store_identity.c.id)).scalar()
+            if found is None:
+                found = str(uuid.uuid4())
+                conn.execute(store_identity.insert().values(id=found, created_at=datetime.now(UTC)))
+        return str(found)
+
+    def referenced_artifact(self) -> str | None:
+        """The sha256 of the newest artifact this store records (a version's model, else a run
+        artifact), or None when it records none."""
+        from sqlalchemy import select
+
+        from closedloop.storage.metadata.tables import run_artifacts, versions
+
+        with self.read() as conn:
+            sha = conn.execute(
+                select(versions.c.artifact_sha256).order_by(versions.c.id.desc()).limit(1)
+            ).scalar()
+            if sha is None:
+                sha = conn.execute(select(run_artifacts.c.sha256).limit(1)).scalar()
+        return None if sha is None else str(sha)
 
     def dispose(self) -> None:
         self.engine.dispose()

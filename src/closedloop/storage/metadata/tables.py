@@ -179,3 +179,11 @@ leases = Table(
     Column("renewed_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
 )
+
+store_identity = Table(
+    "store_identity",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+"""One row: the metadata store's id, also written in the artifact store's marker."""
