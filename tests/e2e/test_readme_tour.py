@@ -44,7 +44,7 @@ TOUR: list[tuple[str, int, str]] = [
     (
         "closedloop drift data/loans.parquet data/recent.parquet",
         1,
-        r"^DRIFT in \d+ of \d+ columns",
+        r"^DRIFT: per-column drift in \d+ of \d+ columns",
     ),
     (
         "closedloop drift data/loans.parquet data/recent.parquet --html drift.html",
@@ -63,7 +63,7 @@ TOUR: list[tuple[str, int, str]] = [
         0,
         r'^\{"predictions":\[',
     ),
-    ("closedloop monitor loans", 1, r"^DRIFT in \d+ of \d+ columns"),
+    ("closedloop monitor loans", 1, r"^DRIFT: per-column drift in \d+ of \d+ columns"),
     ("closedloop report loans", 0, r"^report written to loans-report\.html$"),
     (
         "closedloop rollout start loans 2 --canary 10 --steps 10,25,50,100 --step-duration 10m",
