@@ -176,12 +176,12 @@ def test_a_missing_feature_or_a_clashing_column_is_refused_before_any_batch(
 def test_unreadable_inputs_name_the_file_and_the_formats(model: Workspace, files: Path) -> None:
     text = files / "rows.txt"
     text.write_text("income\n1\n")
-    with pytest.raises(InvalidInputError, match="rows.txt") as unknown:
+    with pytest.raises(InvalidInputError, match=r"rows\.txt") as unknown:
         scoring.score_file(model, "loans", text, files / "out.parquet")
     assert ".parquet" in unknown.value.message and ".csv" in unknown.value.message
     corrupt = files / "broken.parquet"
     corrupt.write_bytes(b"not parquet at all")
-    with pytest.raises(InvalidInputError, match="broken.parquet.*not a readable Parquet file"):
+    with pytest.raises(InvalidInputError, match=r"broken\.parquet.*not a readable Parquet file"):
         scoring.score_file(model, "loans", corrupt, files / "out.parquet")
     with pytest.raises(InvalidInputError, match="does not exist"):
         scoring.score_file(model, "loans", files / "gone.csv", files / "out.parquet")
@@ -224,9 +224,7 @@ def test_logged_batches_are_the_rows_monitoring_reads(model: Workspace, files: P
     assert sorted(logged["income"].tolist()) == sorted(frame["income"].tolist())
 
 
-def test_a_regression_gets_a_prediction_and_no_probabilities(
-    ws: Workspace, files: Path
-) -> None:
+def test_a_regression_gets_a_prediction_and_no_probabilities(ws: Workspace, files: Path) -> None:
     data = diabetes()
     X, y = data.drop(columns=["progression"]), data["progression"]
     registry.register_version(ws, "progression", fit_ridge(X, y), X)
@@ -279,3 +277,15 @@ def test_input_and_output_on_s3(model: Workspace, s3_bucket: str, files: Path) -
         scoring.score_file(
             model, "loans", f"s3://{s3_bucket}/batch/gone.parquet", files / "out.parquet"
         )
+
+
+def test_dictionary_encoded_text_columns_are_scored_as_their_values(
+    model: Workspace, files: Path
+) -> None:
+    frame = _input(400)
+    as_categories = frame.astype({"purpose": "category", "region": "category"})
+    source = _write(as_categories, files / "in.parquet")
+    scoring.score_file(model, "loans", source, files / "out.parquet")
+    estimator = registry.load_version(model, "loans", 1).estimator
+    expected = estimator.predict_proba(features(frame).drop(columns=["loan_id"]))[:, 1]
+    np.testing.assert_allclose(_read(files / "out.parquet")["probability_1"], expected, rtol=1e-9)

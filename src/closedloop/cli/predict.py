@@ -107,8 +107,6 @@ def predict_cmd(
     """
     from closedloop.services.scoring import score_file
 
-    if version is not None and alias is not None:
-        raise click.UsageError("give --version or --alias, not both")
     model = resolve_model(model)
     with _progress_bar(sys.stderr.isatty()) as progress:
         result = score_file(
@@ -126,10 +124,12 @@ def predict_cmd(
     if as_json:
         dump_json(result.to_dict())
         return
-    rate = f" ({result.rows / result.seconds:,.0f} rows/s)" if result.seconds > 0 else ""
+    rate = result.rows_per_second
     say(
         f"scored {result.rows:,} rows of {result.input} with {model} v{result.version} in "
-        f"{result.batches} batch(es), {result.seconds:.1f} s{rate}; wrote {result.output}"
+        f"{result.batches} batch(es), {result.seconds:.1f} s"
+        + (f" ({rate:,.0f} rows/s)" if rate else "")
+        + f"; wrote {result.output}"
     )
     if result.logged_rows:
         say(

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from closedloop.errors import ClosedloopError, ConfigError, NotFoundError, SchemaError, UserCodeError
+from closedloop.errors import (
+    ClosedloopError,
+    ConfigError,
+    NotFoundError,
+    SchemaError,
+    UserCodeError,
+)
 from closedloop.services import registry
 from closedloop.services.workspace import Workspace
 
@@ -60,11 +66,20 @@ class ScoringResult:
     rows: int
     batches: int
     seconds: float
+    """The whole run, loading the version included."""
+    scoring_seconds: float
+    """Reading, checking, predicting and writing the rows (and logging them)."""
     columns: list[str]
     logged_rows: int = 0
     request_id_prefix: str | None = None
 
+    @property
+    def rows_per_second(self) -> float | None:
+        """Rows scored per second of :attr:`scoring_seconds`."""
+        return self.rows / self.scoring_seconds if self.scoring_seconds > 0 else None
+
     def to_dict(self) -> dict[str, Any]:
+        rate = self.rows_per_second
         return {
             "model": self.model,
             "version": self.version,
@@ -73,7 +88,8 @@ class ScoringResult:
             "rows": self.rows,
             "batches": self.batches,
             "seconds": round(self.seconds, 3),
-            "rows_per_second": round(self.rows / self.seconds) if self.seconds > 0 else None,
+            "scoring_seconds": round(self.scoring_seconds, 3),
+            "rows_per_second": None if rate is None else round(rate),
             "columns": self.columns,
             "logged_rows": self.logged_rows,
             "request_id_prefix": self.request_id_prefix,
@@ -148,6 +164,7 @@ def score_file(
     loaded = load_for_scoring(ws, model, number)
     signature = loaded.signature
     source = open_batches(source_name, batch_rows, csv_types=_csv_types(signature))
+    loaded_at = time.perf_counter()
     try:
         names = signature.names()
         _require_features(source.schema, names, source_name, loaded)
@@ -205,6 +222,7 @@ def score_file(
                 spool.close()
     finally:
         source.close()
+    finished = time.perf_counter()
     return ScoringResult(
         model=model,
         version=number,
@@ -212,7 +230,8 @@ def score_file(
         output=target_name,
         rows=rows,
         batches=batches,
-        seconds=time.perf_counter() - started,
+        seconds=finished - started,
+        scoring_seconds=finished - loaded_at,
         columns=columns,
         logged_rows=logged,
         request_id_prefix=prefix,
@@ -256,12 +275,14 @@ def _probability_classes(loaded: LoadedVersion) -> list[Any] | None:
 
 
 def _column(batch: pa.RecordBatch, name: str) -> np.ndarray:
+    """One column as numpy, as a request's values would be (nulls: NaN or None)."""
+    import numpy as np
     import pyarrow as pa
 
     column = batch.column(name)
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
-    return column.to_numpy(zero_copy_only=False)
+    return np.asarray(column.to_numpy(zero_copy_only=False))
 
 
 def _predict(

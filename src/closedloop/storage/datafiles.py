@@ -273,9 +273,7 @@ def open_batches(
             )
         handle = fs.open(path, "rb")
     except (OSError, ValueError) as exc:
-        raise InvalidInputError(
-            f"Cannot read {name!r}: {exc}", details={"path": name}
-        ) from exc
+        raise InvalidInputError(f"Cannot read {name!r}: {exc}", details={"path": name}) from exc
     try:
         if suffix in PARQUET_EXTENSIONS:
             parquet = pq.ParquetFile(handle)
