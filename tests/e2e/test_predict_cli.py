@@ -82,7 +82,7 @@ def test_predict_errors_are_one_line_and_leave_no_output(project: Path) -> None:
     frame.to_parquet(project / "bad.parquet", index=False)
 
     bad = cli(project, "predict", "loans", "bad.parquet", "out.parquet", "--batch-rows", "100")
-    assert_clean_error(bad, "row 250 (batch 3)", "'credit_score'")
+    assert_clean_error(bad, "'bad.parquet' (batch 3, rows 200-299)", "'credit_score'", "row 250 ")
     assert not (project / "out.parquet").exists()
 
     unknown = cli(project, "predict", "nope", "in.parquet", "out.parquet")

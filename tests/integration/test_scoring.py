@@ -146,8 +146,9 @@ def test_a_bad_row_in_the_third_batch_names_its_row_and_column_and_leaves_nothin
         scoring.score_file(model, "loans", source, target, batch_rows=BATCH, log=True)
 
     error = refused.value
-    assert f"row {bad_row} (batch 3)" in error.message
-    assert "'income'" in error.message and "does not accept nulls" in error.message
+    assert error.message.startswith(f"{str(source)!r} (batch 3, rows 2000-2499): ")
+    assert "column 'income' does not accept nulls" in error.message
+    assert f"row {bad_row} is null" in error.message
     assert error.details["column"] == "income"
     assert (error.details["row"], error.details["batch"]) == (bad_row, 3)
     assert error.details["batch_row"] == 17
@@ -264,7 +265,9 @@ def test_input_and_output_on_s3(model: Workspace, s3_bucket: str, files: Path) -
     broken.loc[2 * BATCH + 3, "age"] = None
     _write(broken, files / "broken.parquet")
     fs.put_file(str(files / "broken.parquet"), f"{s3_bucket}/batch/broken.parquet")
-    with pytest.raises(SchemaError, match=r"row 2003 \(batch 3\)"):
+    with pytest.raises(
+        SchemaError, match=r"\(batch 3, rows 2000-2499\): column 'age' .* row 2003 is null"
+    ):
         scoring.score_file(
             model,
             "loans",

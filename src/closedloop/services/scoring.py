@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -321,16 +322,18 @@ def _predict(
 
 
 def _at_row(exc: SchemaError, path: str, number: int, offset: int, count: int) -> SchemaError:
-    """The signature's error, located in the file: its batch and the row of the file."""
+    """The signature's error, located in the file: its batch, and the row counted from the
+    file's first row (``batch_row`` keeps the row within the batch)."""
     details = dict(exc.details)
-    where = f"batch {number} (rows {offset}-{offset + count - 1})"
-    if isinstance(details.get("row"), int):
-        details["batch_row"] = details["row"]
-        details["row"] = offset + details["row"]
-        where = f"row {details['row']} (batch {number})"
+    message = exc.message
+    row = details.get("row")
+    if isinstance(row, int):
+        details["batch_row"] = row
+        details["row"] = offset + row
+        message = re.sub(rf"\brow {row}\b", f"row {offset + row}", message, count=1)
     details.update({"path": path, "batch": number})
     return SchemaError(
-        f"{path!r}, {where}: {exc.message}",
+        f"{path!r} (batch {number}, rows {offset}-{offset + count - 1}): {message}",
         hint=exc.hint or "Fix the value in the file, or drop the row; no output was written.",
         details=details,
     )
