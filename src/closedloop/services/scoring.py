@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from closedloop.errors import (
     ClosedloopError,
     ConfigError,
+    InvalidInputError,
     NotFoundError,
     SchemaError,
     UserCodeError,
@@ -203,8 +204,6 @@ def score_file(
                 if progress is not None:
                     progress(rows, source.total_rows)
             if writer is None:
-                from closedloop.errors import InvalidInputError
-
                 raise InvalidInputError(
                     f"{source_name!r} has no rows; there is nothing to score.",
                     details={"path": source_name},
