@@ -130,3 +130,44 @@ def test_strings_as_categories_reads_parquet_text_as_category(tmp_path: Path) ->
     assert isinstance(read["b"].dtype, pd.CategoricalDtype)
     assert read["b"].isna().tolist() == [False, True]
     assert read["a"].tolist() == [1.0, 2.0]
+
+
+def test_open_batches_recuts_csv_blocks_into_batches_of_exactly_batch_rows(
+    tmp_path: Path,
+) -> None:
+    """A CSV file is parsed in 4 MiB blocks; batches span their boundaries."""
+    from closedloop.storage.datafiles import open_batches
+
+    rows = 300_000
+    frame = pd.DataFrame({"n": range(rows), "s": ["a fairly long text value"] * rows})
+    path = tmp_path / "blocks.csv"
+    frame.to_csv(path, index=False)
+    assert path.stat().st_size > 2 * (1 << 22)  # three blocks or more
+    source = open_batches(path, 120_000)
+    try:
+        batches = list(source)
+    finally:
+        source.close()
+    assert source.total_rows is None  # a CSV file does not say
+    assert [b.num_rows for b in batches] == [120_000, 120_000, 60_000]
+    numbers = [v for b in batches for v in b.column("n").to_pylist()]
+    assert numbers == list(range(rows))
+
+
+def test_an_aborted_atomic_write_leaves_no_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    from closedloop.storage.datafiles import AtomicTableWriter
+
+    batch = pa.record_batch({"n": [1, 2, 3]})
+    with pytest.raises(RuntimeError), AtomicTableWriter(tmp_path / "out.csv", batch.schema) as w:
+        w.write(batch)
+        raise RuntimeError("the third batch failed")
+    assert list(tmp_path.iterdir()) == []
+    writer = AtomicTableWriter(tmp_path / "out.csv", batch.schema)
+    writer.write(batch)
+    (hidden,) = tmp_path.iterdir()
+    assert hidden.name.startswith(".out.csv.")  # a hidden name until committed
+    writer.commit()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    assert pd.read_csv(tmp_path / "out.csv")["n"].tolist() == [1, 2, 3]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from closedloop import __version__
-from closedloop.cli import agent, alerts, backtest, data, project, registry, rollout, serve
+from closedloop.cli import agent, alerts, backtest, data, predict, project, registry, rollout, serve
 
 
 class _Root(click.Group):
@@ -46,7 +46,7 @@ def cli(project: str | None, debug: bool) -> None:
     """
 
 
-for module in (project, registry, data, serve, rollout, agent, alerts, backtest):
+for module in (project, registry, data, serve, predict, rollout, agent, alerts, backtest):
     module.register(cli)
 
 

@@ -5,12 +5,18 @@ accept Parquet (``.parquet``, ``.pq``, read with pyarrow) and CSV (``.csv``, rea
 streamed with pyarrow). Every failure is an :class:`~closedloop.errors.InvalidInputError` naming the
 path and the reason: missing file, unknown extension, unreadable or corrupt content, an empty
 file, or requested columns that the file does not have.
+
+:func:`open_batches` streams a Parquet or CSV file at a local path or an fsspec URL (``s3://…``),
+and :class:`AtomicTableWriter` writes one batch by batch that appears only when complete (batch
+scoring reads and writes with these).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -175,3 +181,253 @@ def _checked_file(path: str | Path, columns: Sequence[str] | None) -> Path:
             f"Cannot read {str(file)!r}: the file is empty.", details={"path": str(file)}
         )
     return file
+
+
+# --- streaming a file in, and writing one out atomically (local paths or fsspec URLs) --------
+
+
+def is_url(location: str | Path) -> bool:
+    """Whether ``location`` is an fsspec URL (``s3://bucket/key``) rather than a local path."""
+    return "://" in str(location)
+
+
+def _suffix(location: str) -> str:
+    name = location.rstrip("/").rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _filesystem(location: str) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    try:
+        fs, path = url_to_fs(location)
+    except (ValueError, ImportError, TypeError) as exc:
+        raise InvalidInputError(
+            f"Cannot open {location!r}: {exc}",
+            hint="Use a local path or an fsspec URL whose driver is installed (s3fs …).",
+            details={"path": location},
+        ) from exc
+    return fs, str(path)
+
+
+@dataclass
+class BatchSource:
+    """A Parquet or CSV file opened for streaming (see :func:`open_batches`).
+
+    ``schema``: its columns; ``total_rows``: its row count when the file says so (Parquet
+    metadata), else None. Iterating yields record batches of at most ``batch_rows`` rows."""
+
+    location: str
+    schema: pa.Schema
+    total_rows: int | None
+    _batches: Iterator[pa.RecordBatch]
+    _handle: Any = None
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._batches
+        except (pa.ArrowException, OSError) as exc:
+            raise InvalidInputError(
+                f"Cannot read {self.location!r}: {exc}", details={"path": self.location}
+            ) from exc
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def open_batches(
+    location: str | Path,
+    batch_rows: int,
+    *,
+    csv_types: Mapping[str, pa.DataType] | None = None,
+) -> BatchSource:
+    """Open a Parquet or CSV file (a local path or an fsspec URL such as ``s3://b/k.parquet``)
+    to be read in record batches of at most ``batch_rows`` rows, in memory bounded by a batch.
+
+    ``csv_types`` fixes the types of those CSV columns (a CSV file has none of its own); other
+    CSV columns are inferred from the file's first block. Raises :class:`InvalidInputError`
+    naming the file and the reason (missing, not Parquet or CSV, unreadable, empty).
+    """
+    import pyarrow.csv as pacsv
+
+    name = str(location)
+    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
+        raise InvalidInputError(f"batch_rows must be an integer >= 1. Got {batch_rows!r} instead.")
+    suffix = _suffix(name)
+    if suffix not in ACCEPTED_EXTENSIONS:
+        raise InvalidInputError(
+            f"Cannot read {name!r}: unknown file extension {suffix or '(none)'!r}; "
+            f"expected a Parquet or CSV file, one of {list(ACCEPTED_EXTENSIONS)}.",
+            details={"path": name},
+        )
+    if not is_url(name):
+        _checked_file(name, None)
+    fs, path = _filesystem(name)
+    try:
+        if not fs.isfile(path):
+            raise InvalidInputError(
+                f"Cannot read {name!r}: the file does not exist.",
+                hint="Check the path (relative paths are resolved from the working directory).",
+                details={"path": name},
+            )
+        handle = fs.open(path, "rb")
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"Cannot read {name!r}: {exc}", details={"path": name}) from exc
+    try:
+        if suffix in PARQUET_EXTENSIONS:
+            parquet = pq.ParquetFile(handle)
+            return BatchSource(
+                name,
+                parquet.schema_arrow,
+                parquet.metadata.num_rows,
+                _sliced(parquet.iter_batches(batch_size=batch_rows), batch_rows),
+                handle,
+            )
+        known = dict(csv_types or {})
+        reader = pacsv.open_csv(
+            handle,
+            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            convert_options=pacsv.ConvertOptions(column_types=known),
+        )
+        return BatchSource(name, reader.schema, None, _sliced(reader, batch_rows), handle)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        handle.close()
+        kind = "Parquet" if suffix in PARQUET_EXTENSIONS else "CSV"
+        raise InvalidInputError(
+            f"Cannot read {name!r}: not a readable {kind} file ({exc}).",
+            details={"path": name},
+        ) from exc
+
+
+def _sliced(batches: Iterator[pa.RecordBatch], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """``batches`` re-cut into batches of exactly ``batch_rows`` rows (the last may be shorter)."""
+    waiting: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(batch.num_rows, batch_rows - count)
+            waiting.append(batch.slice(0, take))
+            count += take
+            batch = batch.slice(take)
+            if count == batch_rows:
+                yield _joined(waiting)
+                waiting, count = [], 0
+    if count:
+        yield _joined(waiting)
+
+
+def _joined(pieces: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(pieces) == 1:
+        return pieces[0]
+    return pa.Table.from_batches(pieces).combine_chunks().to_batches()[0]
+
+
+class AtomicTableWriter:
+    """Writes a Parquet or CSV file batch by batch; it appears only at :meth:`commit`.
+
+    A local file is written under a hidden temporary name next to it and renamed into place
+    (replacing any file of that name); a URL's file (S3 …) is written to a local temporary file
+    and uploaded as one object at commit. :meth:`abort` (or an exception inside ``with``)
+    removes the temporary file, so a failure leaves no partial output.
+    """
+
+    def __init__(self, location: str | Path, schema: pa.Schema) -> None:
+        import os
+        import tempfile
+        import uuid
+
+        self.location = str(location)
+        self.schema = schema
+        self.csv = _suffix(self.location) in CSV_EXTENSIONS
+        if self.location == "" or _suffix(self.location) not in ACCEPTED_EXTENSIONS:
+            raise InvalidInputError(
+                f"Cannot write {self.location!r}: unknown file extension "
+                f"{_suffix(self.location) or '(none)'!r}; expected one of "
+                f"{list(ACCEPTED_EXTENSIONS)}.",
+                details={"path": self.location},
+            )
+        self._fs: Any = None
+        if is_url(self.location):
+            self._fs, self._final = _filesystem(self.location)
+            descriptor, self._temporary = tempfile.mkstemp(suffix=_suffix(self.location))
+            os.close(descriptor)
+        else:
+            final = Path(self.location)
+            if not final.parent.is_dir():
+                raise InvalidInputError(
+                    f"Cannot write {self.location!r}: the folder {str(final.parent)!r} does "
+                    "not exist.",
+                    hint="Create the folder first, or write somewhere else.",
+                    details={"path": self.location},
+                )
+            self._final = str(final)
+            self._temporary = str(final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp")
+        self._writer: Any = None
+        self.rows = 0
+        try:
+            self._writer = self._open()
+        except (pa.ArrowException, OSError) as exc:
+            self.abort()
+            raise InvalidInputError(
+                f"Cannot write {self.location!r}: {exc}", details={"path": self.location}
+            ) from exc
+
+    def _open(self) -> Any:
+        if self.csv:
+            import pyarrow.csv as pacsv
+
+            return pacsv.CSVWriter(self._temporary, self.schema)
+        return pq.ParquetWriter(self._temporary, self.schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append ``batch`` (cast to the file's schema when its types differ)."""
+        if batch.schema != self.schema:
+            batch = pa.Table.from_batches([batch]).cast(self.schema).combine_chunks()
+        self._writer.write(batch)
+        self.rows += batch.num_rows
+
+    def commit(self) -> None:
+        """Close the file and publish it under its final name."""
+        import os
+
+        try:
+            self._writer.close()
+            self._writer = None
+            if self._fs is None:
+                with open(self._temporary, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(self._temporary, self._final)
+            else:
+                self._fs.put_file(self._temporary, self._final)
+        except (pa.ArrowException, OSError) as exc:
+            self.abort()
+            raise InvalidInputError(
+                f"Cannot write {self.location!r}: {exc}", details={"path": self.location}
+            ) from exc
+        finally:
+            self._remove_temporary()
+
+    def abort(self) -> None:
+        """Drop what was written; the final name is never touched."""
+        import contextlib
+
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self._remove_temporary()
+
+    def _remove_temporary(self) -> None:
+        import contextlib
+        import os
+
+        with contextlib.suppress(OSError):
+            os.remove(self._temporary)
+
+    def __enter__(self) -> AtomicTableWriter:
+        return self
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is not None:
+            self.abort()
