@@ -372,6 +372,40 @@ def test_a_traffic_retrain_without_enough_labels_fails_cleanly(project: Workspac
         agent.close()
 
 
+def test_bad_labels_in_the_feedback_log_are_counted_and_the_traffic_retrain_still_runs(
+    project: Workspace,
+) -> None:
+    """A label for an unknown request id, a label with a row position next to labels without,
+    and a file written by hand with an unreadable row: the retrain on traffic trains on every
+    good label and says how many it ignored (the join used to raise on any of them)."""
+    ws = project
+    first_version(ws)
+    serving = Serving(ws)
+    agent = Agent(ws, guardrails=GUARDRAILS)
+    try:
+        sent = stream(WINDOW, start=5000)
+        serving.send(sent)
+        feedback = ws.feedback_log()
+        feedback.append(MODEL, ["nonexistent"], [1])
+        feedback.append(MODEL, ["r0"], [int(sent[TARGET].iloc[0])], rows=[0])
+        folder = Path(ws.settings.feedback_url) / f"model={MODEL}"
+        pd.DataFrame(
+            {"_request_id": ["r1", "r2"], "_row": ["first", None], "_label": [1, 0]}
+        ).to_parquet(folder / f"part-29990101T000000000000Z-{uuid.uuid4().hex}.parquet")
+
+        agents.request_manual_retrain(ws, actor="bob")
+        agent.run_once()
+        (done,) = finished(ws)
+        assert done.payload["status"] != "failed", done.payload
+        source = registry.get_version(ws, MODEL, 2).lineage["dataset"]["source"]
+        assert source == (
+            f"traffic: last {WINDOW} labelled rows (2 labels ignored: 1 malformed, 1 unmatched)"
+        ), source
+    finally:
+        agent.close()
+        ws.close()
+
+
 def test_a_candidate_good_offline_but_bad_on_live_traffic_is_aborted_by_its_guardrails(
     project: Workspace, receiver: Receiver
 ) -> None:
