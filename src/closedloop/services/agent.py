@@ -303,6 +303,10 @@ class Agent:
     ) -> None:
         self.ws = ws
         self.policy = AgentPolicy.from_workspace(ws)
+        if alerts is None:  # a refused webhook is an error at start, not a silent loss later
+            from closedloop.services.alerts import webhook_from
+
+            webhook_from(ws.settings.alerts)
         self.clock = clock
         self.lease = LeaseHolder(ws, holder=holder, ttl=self.policy.lease, clock=clock)
         self.holder = self.lease.holder
