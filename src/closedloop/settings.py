@@ -159,6 +159,10 @@ class AlertSettings:
     """Further attempts after a failed delivery, with exponential backoff."""
     log_file: str = ""
     """Also append each alert as one JSON line to this file; empty: the log channel only."""
+    allow_private_targets: bool = False
+    """Let the webhook reach link-local and private addresses (loopback always may)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Webhook (or proxy) hosts that may resolve to link-local or private addresses."""
 
 
 @dataclass(frozen=True)

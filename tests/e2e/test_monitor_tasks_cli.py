@@ -147,3 +147,47 @@ def test_labels_posted_to_a_served_regression_give_realised_mae_rmse_r2_in_monit
     assert realised["rmse"] == pytest.approx(float(np.sqrt(np.mean((truth - predicted) ** 2))))
     assert realised["r2"] == pytest.approx(r2_score(truth, predicted))
     assert "no label-free estimate for regression" in (outputs["performance"]["estimated"]["note"])
+
+
+def test_labels_for_unknown_requests_or_without_a_row_never_break_monitor(project: Path) -> None:
+    """The issue's case against a real server: a label for a request id nobody made is
+    accepted (the server cannot know every replica's ids) and never joined; a label without
+    a row for a request of several rows is never copied to its rows. `monitor --json` still
+    reports realised metrics from every good label and counts the one it had to ignore."""
+    rows = diabetes().sample(n=ROWS, replace=True, random_state=8).reset_index(drop=True)
+    truth = rows[PROGRESSION].to_numpy(dtype=float)
+    records = rows.drop(columns=[PROGRESSION]).to_dict(orient="records")
+    process, url = start_server(project, metadata_url(project), artifacts_url(project))
+    try:
+        wait_ready(url, process)
+        answer = httpx.post(
+            f"{url}/models/diabetes/invocations",
+            json={"dataframe_records": records},
+            headers={"X-Request-ID": "batch-1"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        feedback = f"{url}/models/diabetes/feedback"
+        labels = [{"request_id": "batch-1", "row": i, "label": v} for i, v in enumerate(truth)]
+        assert httpx.post(feedback, json=labels).json() == {"accepted": ROWS}
+        for accepted in (
+            {"request_id": "nonexistent", "label": 1.5},
+            {"request_id": "batch-1", "label": 2.0},
+        ):
+            posted = httpx.post(feedback, json=accepted)
+            assert posted.json() == {"accepted": 1}, posted.text
+        for bad in ("NaN", "inf", "banana"):  # a regression's label is a finite number
+            refused = httpx.post(feedback, json={"request_id": "batch-1", "row": 0, "label": bad})
+            assert refused.status_code == 422, refused.text
+            assert "cannot be read as a number" in refused.json()["error"]["message"]
+        refused = httpx.post(f"{url}/models/iris/feedback", json={"request_id": "f", "label": 7})
+        assert refused.status_code == 422, refused.text
+        assert "(7, int) is not an integer class label" in refused.json()["error"]["message"]
+    finally:
+        stop_server(process)
+
+    result = cli(project, "monitor", "diabetes", "--json")
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    outputs = as_json(result)["outputs"]
+    assert outputs["performance"]["realised"]["n_labelled"] == ROWS
+    assert outputs["ignored_labels"] == {"n": 1, "ambiguous": 1}

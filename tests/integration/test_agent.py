@@ -117,7 +117,14 @@ def receiver() -> Iterator[Receiver]:
             received.append(
                 {
                     "id": self.headers.get("X-Closedloop-Alert-Id"),
-                    "valid": verify(SECRET.encode(), stamp, body, signature, now=time.time()),
+                    "valid": verify(
+                        SECRET.encode(),
+                        stamp,
+                        body,
+                        signature,
+                        alert_id=self.headers.get("X-Closedloop-Alert-Id", ""),
+                        now=time.time(),
+                    ),
                     "body": json.loads(body),
                 }
             )
@@ -350,7 +357,18 @@ def test_a_failed_retrain_is_recorded_with_its_traceback_alerted_and_leaves_prod
         assert "FileNotFoundError" in done.payload["error"]
         assert [v.number for v in registry.list_versions(ws, MODEL)] == [1]
         assert registry.resolve_alias(ws, MODEL) == 1
-        assert receiver.wait_for(ws, "retrain_failed")["valid"]
+        alerted = receiver.wait_for(ws, "retrain_failed")
+        assert alerted["valid"]
+        sent = json.dumps(alerted["body"])  # the traceback stays in the event
+        assert "Traceback (most recent call last)" not in sent
+        assert "The traceback and all details: event " in sent
+        assert f"`closedloop alerts {MODEL} --json`" in sent
+        [raised] = [
+            e
+            for e in events.list_events(ws, model=MODEL, kinds=("alert.raised",))
+            if e.payload["kind"] == "retrain_failed"
+        ]
+        assert "no-such-file.parquet" in raised.payload["details"]["traceback"]
         agent.run_once()  # a failed request is finished: it is not retried pass after pass
         assert len(finished(ws)) == 1
     finally:
@@ -370,6 +388,40 @@ def test_a_traffic_retrain_without_enough_labels_fails_cleanly(project: Workspac
         assert "agent.min_labelled_rows" in done.payload["error"]
     finally:
         agent.close()
+
+
+def test_bad_labels_in_the_feedback_log_are_counted_and_the_traffic_retrain_still_runs(
+    project: Workspace,
+) -> None:
+    """A label for an unknown request id, a label with a row position next to labels without,
+    and a file written by hand with an unreadable row: the retrain on traffic trains on every
+    good label and says how many it ignored (the join used to raise on any of them)."""
+    ws = project
+    first_version(ws)
+    serving = Serving(ws)
+    agent = Agent(ws, guardrails=GUARDRAILS)
+    try:
+        sent = stream(WINDOW, start=5000)
+        serving.send(sent)
+        feedback = ws.feedback_log()
+        feedback.append(MODEL, ["nonexistent"], [1])
+        feedback.append(MODEL, ["r0"], [int(sent[TARGET].iloc[0])], rows=[0])
+        folder = Path(ws.settings.feedback_url) / f"model={MODEL}"
+        pd.DataFrame(
+            {"_request_id": ["r1", "r2"], "_row": ["first", None], "_label": [1, 0]}
+        ).to_parquet(folder / f"part-29990101T000000000000Z-{uuid.uuid4().hex}.parquet")
+
+        agents.request_manual_retrain(ws, actor="bob")
+        agent.run_once()
+        (done,) = finished(ws)
+        assert done.payload["status"] != "failed", done.payload
+        source = registry.get_version(ws, MODEL, 2).lineage["dataset"]["source"]
+        assert source == (
+            f"traffic: last {WINDOW} labelled rows (2 labels ignored: 1 malformed, 1 unmatched)"
+        ), source
+    finally:
+        agent.close()
+        ws.close()
 
 
 def test_a_candidate_good_offline_but_bad_on_live_traffic_is_aborted_by_its_guardrails(
@@ -514,6 +566,15 @@ def test_a_bad_agent_setting_is_refused_with_its_name(
     ws = with_settings(project, agent=replace(project.settings.agent, **change))
     with pytest.raises(ConfigError, match=message):
         AgentPolicy.from_workspace(ws)
+
+
+def test_an_agent_with_a_webhook_on_the_cloud_metadata_address_refuses_to_start(
+    project: Workspace,
+) -> None:
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    ws = with_settings(project, alerts=replace(project.settings.alerts, webhook_url=metadata))
+    with pytest.raises(ConfigError, match=r"alerts\.webhook_url must not point at a link-local"):
+        Agent(ws)
 
 
 def test_a_realised_performance_drop_on_labelled_traffic_triggers_a_retrain(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -160,13 +161,18 @@ def test_the_receiver_gets_the_slack_body_signed(
     [request] = hook.requests
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["X-Closedloop-Alert-Id"] == alert.id
-    assert json.loads(request.body) == slack_body(alert)
+    assert json.loads(request.body) == slack_body(alert, event_id=event_id)
     timestamp, signature = (
         request.headers["X-Closedloop-Timestamp"],
         request.headers["X-Closedloop-Signature"],
     )
-    assert verify(SECRET.encode(), timestamp, request.body, signature, now=time.time())
-    assert not verify(b"other", timestamp, request.body, signature, now=time.time())
+    now = time.time()
+    assert verify(SECRET.encode(), timestamp, request.body, signature, alert_id=alert.id, now=now)
+    assert not verify(b"other", timestamp, request.body, signature, alert_id=alert.id, now=now)
+    # the id is signed: a relay cannot pass this body off as another alert
+    assert not verify(
+        SECRET.encode(), timestamp, request.body, signature, alert_id="drift-other", now=now
+    )
 
     delivered = outcome(ws, event_id)
     assert delivered.kind == "alert.delivered"
@@ -191,6 +197,7 @@ def test_a_receiver_failing_twice_gets_three_attempts_each_signed(
             headers["X-Closedloop-Timestamp"],
             request.body,
             headers["X-Closedloop-Signature"],
+            alert_id=headers["X-Closedloop-Alert-Id"],
             now=time.time(),
         )
     delivered = outcome(ws, event_id)
@@ -357,6 +364,119 @@ def test_a_bad_webhook_url_is_a_config_error_naming_the_setting(
         sender(webhook_url=url)
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+        ("http://[fe80::1]:8080/hook", "fe80::1 is a link-local address"),
+        ("http://10.0.0.5:8080/hook", "10.0.0.5 is a private address"),
+        ("https://172.20.1.1/hook", "172.20.1.1 is a private address"),
+        ("http://192.168.1.10/hook", "192.168.1.10 is a private address"),
+        ("http://[fd00::5]/hook", "fd00::5 is a private (unique local) address"),
+        ("http://[::ffff:169.254.169.254]/", "169.254.169.254 is a link-local address"),
+    ],
+)
+def test_a_webhook_on_a_link_local_or_private_address_is_refused_unless_allowed(
+    sender: Callable[..., AlertSender], url: str, reason: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        sender(webhook_url=url)
+    assert info.value.message.startswith(
+        "The setting alerts.webhook_url must not point at a link-local or private address: "
+        + reason
+    ), info.value.message
+    assert "alerts.allow_private_targets" in (info.value.hint or "")
+    assert sender(webhook_url=url, allow_private_targets=True).webhook is not None
+    assert sender(webhook_url=url, allowed_hosts=(urlsplit(url).hostname,)).webhook is not None
+
+
+def test_a_host_name_is_resolved_and_every_address_checked(ws: Workspace) -> None:
+    settings = replace(
+        ws.settings, alerts=replace(ws.settings.alerts, webhook_url="https://hooks.corp.test/x")
+    )
+    changed = Workspace(settings)
+    try:
+        with pytest.raises(ConfigError, match=r"10\.1\.2\.3 is a private address \(hooks\.corp"):
+            AlertSender(changed, resolver=lambda host, port: ["203.0.113.9", "10.1.2.3"])
+        AlertSender(changed, resolver=lambda host, port: ["203.0.113.9"]).close()
+    finally:
+        changed.close()
+
+
+def test_a_name_that_resolves_elsewhere_at_send_time_is_refused_and_recorded(
+    ws: Workspace, receiver: Callable[..., Receiver]
+) -> None:
+    """DNS rebinding: the name resolves to the loopback receiver while the settings are
+    checked, to the cloud metadata address when the alert goes out. The connection checks
+    the addresses it is about to use: nothing is sent, the refusal is not retried and is
+    recorded with its reason. The same name resolving to loopback is delivered."""
+    hook = receiver(200)
+    port = hook.url.split(":")[2].split("/")[0]
+    answers = {"hooks.example.test": ["127.0.0.1"]}
+
+    def resolver(host: str, _port: int) -> list[str]:
+        return answers[host]
+
+    settings = replace(
+        ws.settings,
+        alerts=replace(
+            ws.settings.alerts,
+            webhook_url=f"http://hooks.example.test:{port}/hooks/T000",
+            retries=3,
+            timeout_seconds=2.0,
+        ),
+    )
+    changed = Workspace(settings)
+    alerts = AlertSender(changed, backoff_base=0.01, jitter=0.0, resolver=resolver)
+    try:
+        delivered = alerts.send(drift_alert(), actor=ACTOR)
+        assert alerts.flush(WAIT)
+        assert outcome(ws, delivered).kind == "alert.delivered"
+        assert len(hook.requests) == 1
+
+        answers["hooks.example.test"] = ["169.254.169.254"]
+        refused = alerts.send(drift_alert(title="Drift again"), actor=ACTOR)
+        assert alerts.flush(WAIT)
+        failed = outcome(ws, refused)
+        assert failed.kind == "alert.failed"
+        assert failed.payload["attempts"] == 1  # a refusal is final
+        assert failed.payload["error"] == (
+            "refused: 169.254.169.254 is a link-local address (cloud metadata answers there) "
+            "(hooks.example.test resolves to it)"
+        )
+        assert failed.reason == failed.payload["error"]
+        assert len(hook.requests) == 1
+    finally:
+        alerts.close(timeout=WAIT)
+        changed.close()
+
+
+def test_a_retrain_traceback_stays_in_the_event_and_the_body_points_to_it(
+    ws: Workspace, receiver: Callable[..., Receiver], sender: Callable[..., AlertSender]
+) -> None:
+    hook = receiver(200)
+    alerts = sender(webhook_url=hook.url, webhook_secret=SECRET)
+    trace = 'Traceback (most recent call last):\n  File "/srv/pipeline.py", line 9, in train\n'
+    alert = Alert(
+        kind="retrain_failed",
+        model="loans",
+        title="loans: retraining failed",
+        text="Retrain request 12 (drift) failed: the trainer raised KeyError. Production was "
+        "not changed.",
+        details={"source_event": 12, "error": "the trainer raised KeyError", "traceback": trace},
+    )
+    event_id = alerts.send(alert, actor=ACTOR)
+    assert alerts.flush(WAIT)
+
+    [request] = hook.requests
+    sent = request.body.decode()
+    assert "Traceback" not in sent and "/srv/pipeline.py" not in sent
+    assert "the trainer raised KeyError" in sent
+    assert f"event {event_id}, `closedloop alerts loans --json`" in sent
+    [raised] = [e for e in list_events(ws, kinds=("alert.raised",)) if e.id == event_id]
+    assert raised.payload["details"]["traceback"] == trace
+
+
 def test_alerts_without_ts_get_the_senders_clock(ws: Workspace) -> None:
     at = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     with AlertSender(ws, clock=lambda: at) as alerts:
@@ -450,6 +570,7 @@ def test_cli_test_alert_reports_the_webhook_outcome(
         request.headers["X-Closedloop-Timestamp"],
         request.body,
         request.headers["X-Closedloop-Signature"],
+        alert_id=request.headers["X-Closedloop-Alert-Id"],
         now=time.time(),
     )
 
@@ -478,3 +599,10 @@ def test_cli_refuses_a_bad_webhook_url_with_one_line(ws: Workspace, tmp_path: Pa
     result = run(folder, "test")
     assert result.exit_code == 2
     assert "alerts.webhook_url must be an http:// or https:// URL" in result.output
+
+    metadata = "http://169.254.169.254/latest/meta-data/"
+    folder = project(ws, tmp_path / "metadata", webhook_url=metadata)
+    result = run(folder, "test")
+    assert result.exit_code == 2
+    assert "error: The setting alerts.webhook_url must not point at a link-local" in result.output
+    assert "hint: Set alerts.allow_private_targets = true" in result.output

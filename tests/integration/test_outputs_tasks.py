@@ -6,8 +6,10 @@ the real feedback log (some as strings, as JSON clients send them)."""
 from __future__ import annotations
 
 import sys
+import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -170,6 +172,39 @@ def test_a_stored_label_that_is_not_of_the_target_type_is_left_out_and_counted(
     assert outputs["performance"]["realised"]["n_labelled"] == WINDOW - 5
     assert outputs["unreadable_labels"]["n"] == 5
     assert "a number" in outputs["unreadable_labels"]["expected"]
+
+
+def test_labels_that_cannot_be_joined_or_are_not_a_class_are_counted_not_fatal(
+    ws: Workspace,
+) -> None:
+    """Stored labels the feedback route would refuse today (an older version, a script):
+    a class the model does not know, a label for a request nobody made, a file without row
+    positions next to labels with them, and one with an unreadable row. The check still
+    reports realised metrics from every good label and counts the rest."""
+    register(ws, MULTICLASS, fit_multiclass)
+    rows = traffic(MULTICLASS, seed=4)
+    predicted = serve(ws, MULTICLASS, rows, "m")
+    truth = rows[SPECIES].to_numpy()
+    feedback = ws.feedback_log()
+    ids = [f"m-{i}" for i in range(WINDOW)]
+    feedback.append("iris", ids[:100], truth[:100].tolist(), rows=[0] * 100)
+    feedback.append("iris", ids[100:], truth[100:].tolist())  # no row positions
+    feedback.append("iris", ["nonexistent"], ["banana"])
+    feedback.append("iris", ["m-0"], [7])  # not one of the classes 0, 1, 2: replaces m-0's
+    folder = Path(ws.settings.feedback_url) / "model=iris"
+    pd.DataFrame({"_request_id": ["m-1", None], "_row": ["x", "0"], "_label": [2, 2]}).to_parquet(
+        folder / f"part-29990101T000000000000Z-{uuid.uuid4().hex}.parquet"
+    )
+
+    outputs = monitoring.monitor(ws, "iris", window_rows=WINDOW).outputs
+
+    realised = outputs["performance"]["realised"]
+    assert realised["n_labelled"] == WINDOW - 1
+    assert realised["accuracy"] == pytest.approx(accuracy_score(truth[1:], predicted[1:]))
+    assert outputs["unreadable_labels"]["n"] == 1
+    assert "classes: 0, 1, 2" in outputs["unreadable_labels"]["expected"]
+    assert outputs["ignored_labels"] == {"n": 2, "malformed": 2}
+    assert outputs["label_drift"]["test"] == "chi2"
 
 
 # -- the agent's performance trigger ----------------------------------------------------------

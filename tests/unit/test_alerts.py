@@ -11,6 +11,7 @@ from closedloop.domain.alerts import (
     ALERT_KINDS,
     DEFAULT_SEVERITY,
     Alert,
+    address_refusal,
     backoff,
     sign,
     slack_body,
@@ -126,43 +127,118 @@ def test_a_bad_alert_names_the_field_and_what_was_expected(
         make(**changes)  # type: ignore[arg-type]
 
 
+ID = "drift-0123456789abcdef"
+
+
 def test_a_signed_body_verifies() -> None:
-    body = json.dumps(slack_body(make())).encode()
+    alert = make()
+    body = json.dumps(slack_body(alert)).encode()
     timestamp = str(int(NOW))
-    signature = sign(SECRET, timestamp, body)
+    signature = sign(SECRET, timestamp, body, alert_id=alert.id)
     assert signature.startswith("sha256=") and len(signature) == 7 + 64
-    assert verify(SECRET, timestamp, body, signature, now=NOW + 10)
+    assert verify(SECRET, timestamp, body, signature, alert_id=alert.id, now=NOW + 10)
+
+
+def test_the_signature_is_the_documented_hmac_of_timestamp_alert_id_and_body() -> None:
+    import hashlib
+    import hmac
+
+    message = f"{int(NOW)}.{ID}.".encode() + b"{}"
+    expected = "sha256=" + hmac.new(SECRET, message, hashlib.sha256).hexdigest()
+    assert sign(SECRET, str(int(NOW)), b"{}", alert_id=ID) == expected
 
 
 @pytest.mark.parametrize(
-    ("secret", "timestamp", "body", "now"),
+    ("secret", "timestamp", "alert_id", "body", "now"),
     [
-        (SECRET, str(int(NOW)), b'{"text": "tampered"}', NOW),
-        (b"wrong", str(int(NOW)), b'{"text": "original"}', NOW),
-        (SECRET, str(int(NOW) + 1), b'{"text": "original"}', NOW),  # timestamp swapped
-        (SECRET, str(int(NOW)), b'{"text": "original"}', NOW + 301),  # stale
-        (SECRET, str(int(NOW)), b'{"text": "original"}', NOW - 301),  # from the future
+        (SECRET, str(int(NOW)), ID, b'{"text": "tampered"}', NOW),
+        (b"wrong", str(int(NOW)), ID, b'{"text": "original"}', NOW),
+        (SECRET, str(int(NOW) + 1), ID, b'{"text": "original"}', NOW),  # timestamp swapped
+        (SECRET, str(int(NOW)), "drift-other", b'{"text": "original"}', NOW),  # id swapped
+        (SECRET, str(int(NOW)), "drift.x", b'{"text": "original"}', NOW),  # not an id
+        (SECRET, str(int(NOW)), ID, b'{"text": "original"}', NOW + 301),  # stale
+        (SECRET, str(int(NOW)), ID, b'{"text": "original"}', NOW - 301),  # from the future
     ],
 )
-def test_a_tampered_body_a_wrong_secret_or_a_stale_timestamp_fail(
-    secret: bytes, timestamp: str, body: bytes, now: float
+def test_a_tampered_body_or_id_a_wrong_secret_or_a_stale_timestamp_fail(
+    secret: bytes, timestamp: str, alert_id: str, body: bytes, now: float
 ) -> None:
-    signature = sign(SECRET, str(int(NOW)), b'{"text": "original"}')
-    assert verify(SECRET, str(int(NOW)), b'{"text": "original"}', signature, now=NOW)
-    assert not verify(secret, timestamp, body, signature, now=now)
+    signature = sign(SECRET, str(int(NOW)), b'{"text": "original"}', alert_id=ID)
+    assert verify(SECRET, str(int(NOW)), b'{"text": "original"}', signature, alert_id=ID, now=NOW)
+    assert not verify(secret, timestamp, body, signature, alert_id=alert_id, now=now)
 
 
 @pytest.mark.parametrize("signature", ["", "sha256=", "sha256=zz", "sha1=abc", "sha256=é"])
 def test_malformed_signatures_and_timestamps_fail_without_raising(signature: str) -> None:
-    assert not verify(SECRET, str(int(NOW)), b"{}", signature, now=NOW)
-    good = sign(SECRET, str(int(NOW)), b"{}")
-    assert not verify(SECRET, "yesterday", b"{}", good, now=NOW)
+    assert not verify(SECRET, str(int(NOW)), b"{}", signature, alert_id=ID, now=NOW)
+    good = sign(SECRET, str(int(NOW)), b"{}", alert_id=ID)
+    assert not verify(SECRET, "yesterday", b"{}", good, alert_id=ID, now=NOW)
 
 
 def test_the_tolerance_is_configurable() -> None:
-    signature = sign(SECRET, str(int(NOW)), b"{}")
-    assert not verify(SECRET, str(int(NOW)), b"{}", signature, now=NOW + 60, tolerance_seconds=30)
-    assert verify(SECRET, str(int(NOW)), b"{}", signature, now=NOW + 60, tolerance_seconds=90)
+    signature = sign(SECRET, str(int(NOW)), b"{}", alert_id=ID)
+    stamp = str(int(NOW))
+    assert not verify(
+        SECRET, stamp, b"{}", signature, alert_id=ID, now=NOW + 60, tolerance_seconds=30
+    )
+    assert verify(SECRET, stamp, b"{}", signature, alert_id=ID, now=NOW + 60, tolerance_seconds=90)
+
+
+def test_an_alert_id_that_would_make_the_signed_string_ambiguous_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="letters, digits"):
+        make(id="drift.1")
+    with pytest.raises(InvalidInputError, match="letters, digits"):
+        sign(SECRET, str(int(NOW)), b"{}", alert_id="a.b")
+
+
+def test_a_traceback_stays_in_the_event_and_the_body_points_to_it() -> None:
+    trace = 'Traceback (most recent call last):\n  File "pipeline.py", line 9\nKeyError: secret'
+    alert = make(
+        "retrain_failed",
+        model="loans",
+        details={"error": "the trainer raised KeyError", "traceback": trace, "source_event": 4},
+    )
+    assert alert.details["traceback"] == trace  # the event keeps it
+    body = slack_body(alert, event_id=42)
+    sent = json.dumps(body)
+    assert (
+        "Traceback" not in sent
+        and "pipeline.py" not in sent
+        and "traceback"
+        not in " ".join(f["text"].split("\n")[0] for f in body["blocks"][1]["fields"])
+    )
+    pointer = body["blocks"][2]["elements"][1]["text"]
+    assert pointer == "The traceback and all details: event 42, `closedloop alerts loans --json`"
+    assert "the trainer raised KeyError" in sent
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("127.0.0.1", None),
+        ("::1", None),
+        ("93.184.216.34", None),
+        ("2606:2800:220:1::", None),
+        ("169.254.169.254", "link-local"),
+        ("::ffff:169.254.169.254", "link-local"),  # IPv4 written as IPv6
+        ("64:ff9b::a9fe:a9fe", "link-local"),  # NAT64
+        ("fe80::1%eth0", "link-local"),
+        ("10.0.0.5", "private"),
+        ("172.16.0.1", "private"),
+        ("172.31.255.255", "private"),
+        ("192.168.1.10", "private"),
+        ("fd12:3456::1", "private"),
+        ("100.100.100.200", "shared"),
+        ("0.0.0.0", "not a single host"),
+        ("not-an-ip", "not an IP address"),
+    ],
+)
+def test_link_local_and_private_webhook_addresses_are_refused_loopback_is_not(
+    address: str, refused: str | None
+) -> None:
+    reason = address_refusal(address)
+    assert reason is None if refused is None else refused in (reason or ""), reason
+    assert address_refusal("172.32.0.1") is None  # just outside 172.16/12
 
 
 def test_backoff_doubles_from_the_base_and_is_capped() -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop.domain.performance import join_feedback, realised_performance
+from closedloop.domain.performance import join_feedback, match_feedback, realised_performance
 from closedloop.errors import ConfigError, InvalidInputError
 from closedloop.storage.feedback import FEEDBACK_COLUMNS, FeedbackLog
 from closedloop.storage.predictions import PredictionLog
@@ -154,10 +154,58 @@ def test_rows_are_stored_and_join_a_real_prediction_log(tmp_path: Path) -> None:
     realised = realised_performance(joined["_label"], joined["_score"], joined["_prediction"])
     assert realised["accuracy"] == pytest.approx(2 / 3)
 
-    # Without row positions a label for the batch request is refused, not copied.
+    # Without row positions a label for the batch request is left out, not copied.
     request_level = FeedbackLog(str(tmp_path / "feedback2"))
     request_level.append("m", ["batch-1", "one-1"], [1, 0], ts=T0)
-    with pytest.raises(InvalidInputError, match="several prediction rows"):
-        join_feedback(logged, request_level.read("m"))
-    only_single = request_level.read("m").iloc[[1]]
-    assert join_feedback(logged, only_single)["x"].tolist() == [4.0]
+    match = match_feedback(logged, request_level.read("m"))
+    assert match.joined["x"].tolist() == [4.0]
+    assert match.ignored == {"ambiguous": 1}
+
+
+def _write_by_hand(root: Path, model: str, name: str, frame: pd.DataFrame) -> None:
+    """A part file written without FeedbackLog.append, as an older version or a script could."""
+    folder = root / f"model={model}"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / f"part-{name}-{uuid.uuid4().hex}.parquet", index=False)
+
+
+def test_hand_written_files_with_a_missing_or_mistyped_key_never_break_reading_or_the_join(
+    tmp_path: Path,
+) -> None:
+    with PredictionLog(str(tmp_path / "predictions"), flush_interval=60) as predictions:
+        predictions.append(
+            "m", 1, "batch-1", pd.DataFrame({"x": [1.0, 2.0]}), np.array([1, 0]), None
+        )
+        predictions.append("m", 1, "one-1", pd.DataFrame({"x": [3.0]}), np.array([0]), None)
+        predictions.flush()
+        logged = predictions.read("m")
+    root = tmp_path / "feedback"
+    log = FeedbackLog(str(root))
+    log.append("m", ["batch-1", "batch-1"], [1, 1], rows=[0, 1], ts=T0)
+    # no _row and no _feedback_ts; an unknown request id
+    _write_by_hand(
+        root,
+        "m",
+        "20240301T120001000000Z",
+        pd.DataFrame({"_request_id": ["one-1", "nonexistent"], "_label": [0, 1]}),
+    )
+    # _row as text, one of them unreadable; a missing request id
+    _write_by_hand(
+        root,
+        "m",
+        "20240301T120002000000Z",
+        pd.DataFrame(
+            {
+                "_request_id": ["batch-1", None],
+                "_row": ["zero", "0"],
+                "_label": [0, 1],
+                "_feedback_ts": ["2024-03-01T12:00:02Z", "2024-03-01T12:00:02Z"],
+            }
+        ),
+    )
+    labels = log.read("m")
+    assert len(labels) == 6
+    match = match_feedback(logged, labels)
+    assert match.joined["x"].tolist() == [1.0, 2.0, 3.0]
+    assert match.joined["_label"].tolist() == [1, 1, 0]
+    assert match.ignored == {"malformed": 2, "unmatched": 1}

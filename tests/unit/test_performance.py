@@ -20,6 +20,7 @@ from closedloop.domain.performance import (
     expected_roc_auc,
     fit_calibrator,
     join_feedback,
+    match_feedback,
     realised_performance,
 )
 from closedloop.errors import InvalidInputError
@@ -354,10 +355,46 @@ def test_join_on_request_id_for_single_row_requests() -> None:
 
 
 def test_a_batch_request_label_is_never_copied_to_every_row() -> None:
-    feedback = pd.DataFrame({"_request_id": ["b"], "_label": [1]})
-    with pytest.raises(InvalidInputError, match="several prediction rows") as info:
-        join_feedback(_predictions(), feedback)
-    assert "'b'" in info.value.message
+    feedback = pd.DataFrame({"_request_id": ["b", "a"], "_label": [1, 0]})
+    match = match_feedback(_predictions(), feedback)
+    assert match.joined["_request_id"].tolist() == ["a"]  # "b" predicted 3 rows: left out
+    assert match.ignored == {"ambiguous": 1}
+
+
+def test_labels_that_cannot_be_joined_are_counted_and_never_break_the_others() -> None:
+    """A mixed batch as an older version, a hand-written file or an unknown request id leave
+    it in the feedback log: every good label still joins; each bad one is counted once."""
+    feedback = pd.DataFrame(
+        {
+            "_request_id": ["a", "b", "b", "nonexistent", None, "", "c", "b", "c", "b"],
+            "_row": pd.Series([None, 0, 2, None, 0, 0, None, None, "x", -1], dtype=object),
+            "_label": [1, 0, 1, "banana", 1, 1, 0, 1, 1, 1],
+        }
+    )
+    match = match_feedback(_predictions(), feedback)
+    assert match.joined["x"].tolist() == [10, 11, 13, 14]
+    assert match.joined["_label"].tolist() == [1, 0, 1, 0]
+    # None and "" request ids, a row "x" and a row -1; "b" without a row; "nonexistent"
+    assert match.ignored == {"malformed": 4, "ambiguous": 1, "unmatched": 1}
+    assert match.n_ignored == 6
+    # a missing label, and a row past the end of its request
+    more = pd.DataFrame({"_request_id": ["a", "b"], "_row": [0, 7], "_label": [None, 1]})
+    assert match_feedback(_predictions(), more).ignored == {"malformed": 1, "unmatched": 1}
+    assert match_feedback(_predictions(), more).joined.empty
+
+
+def test_a_label_with_a_row_and_one_without_for_one_row_keep_the_latest() -> None:
+    ts = pd.to_datetime(["2024-01-02", "2024-01-01"], utc=True)
+    feedback = pd.DataFrame(
+        {
+            "_request_id": ["a", "a"],
+            "_row": pd.array([None, 0], "Int64"),
+            "_label": [1, 0],
+            "_feedback_ts": ts,
+        }
+    )
+    joined = join_feedback(_predictions(), feedback)
+    assert joined["_label"].tolist() == [1]  # the one posted on 2024-01-02
 
 
 def test_join_on_row_positions() -> None:
@@ -381,17 +418,6 @@ def test_last_label_wins_without_timestamps() -> None:
 def test_invalid_join_inputs() -> None:
     with pytest.raises(InvalidInputError, match="Missing: \\['_label'\\]"):
         join_feedback(_predictions(), pd.DataFrame({"_request_id": ["a"]}))
-    with pytest.raises(InvalidInputError, match="'_row' column of feedback"):
-        join_feedback(
-            _predictions(), pd.DataFrame({"_request_id": ["a"], "_row": [-1], "_label": [0]})
-        )
-    with pytest.raises(InvalidInputError, match="'_row' column of feedback"):
-        join_feedback(
-            _predictions(),
-            pd.DataFrame(
-                {"_request_id": ["a", "b"], "_row": pd.array([0, None], "Int64"), "_label": [0, 1]}
-            ),
-        )
     with pytest.raises(InvalidInputError, match="must not already have"):
         join_feedback(
             _predictions().assign(_label=1), pd.DataFrame({"_request_id": ["a"], "_label": [0]})

@@ -270,9 +270,16 @@ def test_labels_are_coerced_to_the_target_type_or_refused_naming_it() -> None:
         classes.coerce([1, "setosa"])
     regression = TargetSpec("regression", "float")
     assert regression.coerce([151, "3.5", 2.25]).tolist() == [151.0, 3.5, 2.25]
-    for bad in (True, "high", float("nan"), None):
+    for bad in (True, "high", float("nan"), None, float("inf"), "-inf", "NaN"):
         with pytest.raises(SchemaError, match="cannot be read as a number"):
             regression.coerce([1.0, bad])
+    # a label of the classes' type that is not one of the classes is refused too
+    with pytest.raises(SchemaError, match=r"label 1 \(7, int\) is not an integer class label"):
+        classes.coerce([1, 7])
+    with pytest.raises(SchemaError, match="'banana', str\\) is not a string class label"):
+        TargetSpec("binary", "string", ("no", "yes")).coerce(["yes", "banana"])
+    assert classes.known(np.array([0, 2, 3])).tolist() == [True, True, False]
+    assert regression.known(np.array([1e9])).tolist() == [True]
     assert TargetSpec("binary", "boolean", (False, True)).coerce([1, "false", True]).tolist() == [
         True,
         False,

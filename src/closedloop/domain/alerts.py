@@ -6,18 +6,31 @@ Slack-compatible incoming webhook (:func:`slack_body`), signs a body so that a r
 where it came from and that it was not altered (:func:`sign`, :func:`verify`), and gives the
 delay before each retry of a failed delivery (:func:`backoff`).
 
-Signature scheme: ``sha256=<hex HMAC-SHA256(secret, b"<timestamp>." + body)>``, where the
-timestamp is whole Unix seconds sent in ``X-Closedloop-Timestamp``. Signing the timestamp with
-the body lets a receiver refuse replays of an old, validly signed body.
+Signature scheme: ``sha256=<hex HMAC-SHA256(secret, b"<timestamp>.<alert id>." + body)>``,
+where the timestamp is whole Unix seconds sent in ``X-Closedloop-Timestamp`` and the alert id
+is sent in ``X-Closedloop-Alert-Id``. Signing the timestamp lets a receiver refuse replays of an
+old, validly signed body; signing the id stops a relay from passing one alert off as another
+(receivers group and acknowledge by id). Alert ids hold only letters, digits, ``-`` and ``_``,
+so the signed string splits one way only.
+
+The body carries what a person needs to act and a pointer to the rest: details that hold
+program output (:data:`EVENT_ONLY_DETAILS`, e.g. a retrain's traceback from user code) stay
+in the ``alert.raised`` event and are never sent to the receiver.
+
+Webhook targets (:func:`address_refusal`): a receiver address on a link-local network (cloud
+metadata services live at 169.254.169.254) or a private one is refused unless the settings allow
+it; loopback is allowed (a relay on the same machine).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +59,9 @@ DEFAULT_SEVERITY: dict[str, str] = {
 """The severity of each kind when the caller does not choose one."""
 
 SIGNATURE_PREFIX = "sha256="
+EVENT_ONLY_DETAILS: frozenset[str] = frozenset({"traceback"})
+"""Detail keys kept in the ``alert.raised`` event and never put in a webhook body."""
+_ID = re.compile(r"[A-Za-z0-9_-]*")
 DEFAULT_TOLERANCE_SECONDS = 300.0
 
 # Slack's Block Kit limits (characters / items).
@@ -137,6 +153,11 @@ class Alert:
                 f"The alert's 'details' must be a dict. Got {self.details!r} instead."
             )
         object.__setattr__(self, "details", plain(self.details))
+        if not isinstance(self.id, str) or not _ID.fullmatch(self.id):
+            raise InvalidInputError(
+                "The alert's 'id' must hold only letters, digits, '-' and '_'. "
+                f"Got {self.id!r} instead."
+            )
         if self.ts is not None:
             if not isinstance(self.ts, datetime):
                 raise InvalidInputError(
@@ -240,7 +261,7 @@ def _fields(alert: Alert) -> list[dict[str, str]]:
         _field("Model", alert.model or None),
         _field("Version", version),
     ]
-    for key in sorted(alert.details):
+    for key in sorted(set(alert.details) - EVENT_ONLY_DETAILS):
         if len(out) == MAX_FIELDS:
             break
         out.append(_field(key.replace("_", " ").capitalize(), alert.details[key]))
@@ -252,10 +273,20 @@ def _subject(alert: Alert) -> str:
     return f"[{alert.severity}] {alert.title}" + (f" ({where})" if where else "")
 
 
-def slack_body(alert: Alert) -> dict[str, Any]:
+def _pointer(alert: Alert, event_id: int | None) -> str:
+    """Where the whole alert is: its event and the command that shows it."""
+    command = "closedloop alerts" + (f" {alert.model}" if alert.model else "") + " --json"
+    where = f"event {event_id}" if event_id is not None else "its alert.raised event"
+    kept = sorted(EVENT_ONLY_DETAILS & set(alert.details))
+    what = f"the {', '.join(kept)} and all details" if kept else "all details"
+    return f"{what[0].upper()}{what[1:]}: {where}, `{command}`"
+
+
+def slack_body(alert: Alert, *, event_id: int | None = None) -> dict[str, Any]:
     """The JSON body of a Slack incoming webhook: a plain ``text`` fallback (notifications,
     clients without blocks) and ``blocks``: a header, a section with the text and up to ten
-    fields, and a context line with the alert id and time."""
+    fields (never :data:`EVENT_ONLY_DETAILS`), and a context line with the alert id and time,
+    and where the whole alert is (``event_id``: its ``alert.raised`` event)."""
     header = f"{_EMOJI[alert.severity]} {alert.title}"
     when = alert.ts.isoformat() if alert.ts else "—"
     return {
@@ -276,7 +307,8 @@ def slack_body(alert: Alert) -> dict[str, Any]:
             {
                 "type": "context",
                 "elements": [
-                    {"type": "mrkdwn", "text": f"closedloop · alert `{alert.id or '—'}` · {when}"}
+                    {"type": "mrkdwn", "text": f"closedloop · alert `{alert.id or '—'}` · {when}"},
+                    {"type": "mrkdwn", "text": _escape(_pointer(alert, event_id))},
                 ],
             },
         ],
@@ -286,9 +318,13 @@ def slack_body(alert: Alert) -> dict[str, Any]:
 # --- signatures ------------------------------------------------------------------------------
 
 
-def sign(secret: bytes, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256(secret, b"<timestamp>." + body)>``."""
-    message = timestamp.encode("utf-8") + b"." + body
+def sign(secret: bytes, timestamp: str, body: bytes, *, alert_id: str) -> str:
+    """``sha256=<hex HMAC-SHA256(secret, b"<timestamp>.<alert_id>." + body)>``."""
+    if not _ID.fullmatch(alert_id):
+        raise InvalidInputError(
+            f"An alert id holds only letters, digits, '-' and '_'. Got {alert_id!r} instead."
+        )
+    message = f"{timestamp}.{alert_id}.".encode() + body
     return SIGNATURE_PREFIX + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
@@ -298,11 +334,13 @@ def verify(
     body: bytes,
     signature: str,
     *,
+    alert_id: str,
     now: float,
     tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
 ) -> bool:
-    """Whether ``signature`` is :func:`sign` of this body and timestamp under ``secret`` and the
-    timestamp (Unix seconds) is within ``tolerance_seconds`` of ``now`` (Unix seconds).
+    """Whether ``signature`` is :func:`sign` of this body, timestamp and alert id under
+    ``secret`` and the timestamp (Unix seconds) is within ``tolerance_seconds`` of ``now``
+    (Unix seconds).
 
     The comparison takes the same time wherever the signatures differ."""
     try:
@@ -311,9 +349,51 @@ def verify(
         return False
     if not math.isfinite(now) or abs(now - sent) > tolerance_seconds:
         return False
-    expected = sign(secret, timestamp, body).encode("ascii")
+    if not isinstance(alert_id, str) or not _ID.fullmatch(alert_id):
+        return False
+    expected = sign(secret, timestamp, body, alert_id=alert_id).encode("ascii")
     given = signature.encode("utf-8", "replace") if isinstance(signature, str) else b""
     return hmac.compare_digest(expected, given)
+
+
+# --- webhook targets -------------------------------------------------------------------------
+
+_REFUSED_NETWORKS: tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str], ...] = (
+    (ipaddress.ip_network("169.254.0.0/16"), "a link-local address (cloud metadata answers there)"),
+    (ipaddress.ip_network("fe80::/10"), "a link-local address"),
+    (ipaddress.ip_network("10.0.0.0/8"), "a private address"),
+    (ipaddress.ip_network("172.16.0.0/12"), "a private address"),
+    (ipaddress.ip_network("192.168.0.0/16"), "a private address"),
+    (ipaddress.ip_network("100.64.0.0/10"), "a shared (carrier-grade NAT) address"),
+    (ipaddress.ip_network("fc00::/7"), "a private (unique local) address"),
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a webhook may not be sent to the IP ``address``, or None when it may: a link-local,
+    private or shared network, an unspecified (``0.0.0.0``, ``::``) or multicast address. IPv4
+    addresses written as IPv6 (``::ffff:a.b.c.d``, NAT64 ``64:ff9b::a.b.c.d``) are judged as
+    the IPv4 address. Loopback is allowed: a relay on the same machine."""
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(
+            address.split("%", 1)[0]
+        )
+    except ValueError:
+        return f"{address!r} is not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip in _NAT64:
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.is_loopback:
+        return None
+    for network, what in _REFUSED_NETWORKS:
+        if ip in network:
+            return f"{ip} is {what}"
+    if ip.is_unspecified or ip.is_multicast:
+        return f"{ip} is not a single host's address"
+    return None
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -361,8 +441,10 @@ def backoff(
 __all__ = [
     "ALERT_KINDS",
     "DEFAULT_SEVERITY",
+    "EVENT_ONLY_DETAILS",
     "SEVERITIES",
     "Alert",
+    "address_refusal",
     "backoff",
     "plain",
     "sign",

@@ -47,10 +47,12 @@ Calibration (:func:`fit_calibrator`)
     raw scores' Brier score; otherwise the scores are taken as already calibrated (identity).
     The state is plain JSON (:meth:`Calibrator.to_dict` / :meth:`Calibrator.from_dict`).
 
-Feedback (:func:`join_feedback`)
+Feedback (:func:`match_feedback`, :func:`join_feedback`)
     Joins predictions (the prediction log) with late labels (the feedback log) on
-    ``_request_id`` — and on ``(_request_id, _row)`` when the labels carry a ``_row`` (the
-    row's position within its request); see the function.
+    ``(_request_id, _row)`` (the row's position within its request), or on ``_request_id``
+    alone for a label without a row; see the function. A label that cannot be joined (an
+    unknown request id, a missing or broken key) is left out and counted, never an error: one
+    bad label must not hide the others.
 
 Pure: numpy/pandas, scikit-learn (isotonic fit, imported lazily), no I/O.
 """
@@ -582,23 +584,56 @@ def realised_multiclass(
 
 # -- feedback join -------------------------------------------------------------------------
 
+IGNORED_LABEL_REASONS: dict[str, str] = {
+    "malformed": "no usable request id, label or row position (e.g. a missing or negative "
+    "'_row', written by an older version or by hand)",
+    "ambiguous": "no row position for a request that predicted several rows",
+    "unmatched": "names a request id (or row) that is not among the predictions",
+}
+"""Why :func:`match_feedback` leaves a label out, by the key it counts it under."""
+
+
+@dataclass(frozen=True)
+class FeedbackMatch:
+    """The result of :func:`match_feedback`: the labelled prediction rows and the labels that
+    were left out, counted by reason (:data:`IGNORED_LABEL_REASONS`; zero counts omitted)."""
+
+    joined: pd.DataFrame
+    ignored: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_ignored(self) -> int:
+        return sum(self.ignored.values())
+
 
 def join_feedback(predictions: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataFrame:
-    """The prediction rows that have a label: ``predictions`` plus ``_label`` (and
-    ``_feedback_ts`` when ``feedback`` has it), inner-joined, in the predictions' order.
+    """The prediction rows that have a label (:attr:`FeedbackMatch.joined` of
+    :func:`match_feedback`)."""
+    return match_feedback(predictions, feedback).joined
 
-    Keys:
 
-    * ``feedback`` has a ``_row`` column (a row's position within its request, 0-based):
-      join on ``(_request_id, _row)``. When ``predictions`` has no ``_row`` (the prediction
-      log does not store one) it is derived as the position of each row among the rows of
-      its request id in the frame's order — the log keeps a request's rows in order.
-    * otherwise join on ``_request_id`` alone, which requires every labelled request to
-      have exactly one prediction row: a label is never copied to every row of a batch
-      request (:class:`InvalidInputError` names the offending ids; give ``_row`` instead).
+def match_feedback(predictions: pd.DataFrame, feedback: pd.DataFrame) -> FeedbackMatch:
+    """Join late labels to the prediction rows they answer; labels that cannot be joined are
+    counted, never an error.
 
-    Several labels for one key: the one with the latest ``_feedback_ts`` wins (ties, or no
-    ``_feedback_ts``: the last one in ``feedback``'s order), as in ``FeedbackLog.read``.
+    ``joined`` is ``predictions`` plus ``_label`` (and ``_feedback_ts`` when ``feedback`` has
+    it), inner-joined, in the predictions' order. A label answers:
+
+    * the row at its ``_row`` (a row's position within its request, 0-based) of its
+      ``_request_id``. When ``predictions`` has no ``_row`` (the prediction log does not store
+      one) it is derived as the position of each row among the rows of its request id in the
+      frame's order — the log keeps a request's rows in order;
+    * without a ``_row`` (no such column, or null), the one row of its ``_request_id``. A
+      request that predicted several rows is *ambiguous*: its label is never copied to every
+      row, it is left out (give ``_row`` instead).
+
+    Left out and counted in ``ignored``: ``malformed`` labels (a null or empty request id, a
+    null label, a ``_row`` that is not an integer >= 0), ``ambiguous`` ones, and ``unmatched``
+    ones (no prediction row has the key — an unknown request id, or one outside
+    ``predictions``). Several labels for one row: the one with the latest ``_feedback_ts``
+    wins (ties, or no ``_feedback_ts``: the last one in ``feedback``'s order), as in
+    ``FeedbackLog.read``. Raises :class:`InvalidInputError` only for arguments that are not
+    frames, or miss the ``_request_id``/``_label`` columns.
     """
     for frame, name in ((predictions, "predictions"), (feedback, "feedback")):
         if not isinstance(frame, pd.DataFrame):
@@ -615,64 +650,76 @@ def join_feedback(predictions: pd.DataFrame, feedback: pd.DataFrame) -> pd.DataF
             "feedback."
         )
     preds = predictions.reset_index(drop=True)
+    pred_ids = _request_ids(preds["_request_id"])
+    if "_row" in preds.columns:
+        pred_rows = _positions(preds["_row"])
+    else:
+        pred_rows = pd.Series(
+            preds.groupby(pred_ids, sort=False, dropna=False).cumcount().to_numpy(np.float64)
+        )
+    keyed = pd.DataFrame(
+        {"_request_id": pred_ids, "_row": pred_rows, "_pos": np.arange(len(preds))}
+    ).dropna()
+    rows_per_request = keyed["_request_id"].value_counts()
+
     labels = feedback.reset_index(drop=True)
-    _check_ids(preds["_request_id"], "predictions")
-    _check_ids(labels["_request_id"], "feedback")
-    preds = preds.assign(_request_id=preds["_request_id"].astype(object))
-    labels = labels.assign(_request_id=labels["_request_id"].astype(object))
-
-    use_row = "_row" in labels.columns
-    keys = ["_request_id", "_row"] if use_row else ["_request_id"]
-    if use_row:
-        labels = labels.assign(_row=_row_positions(labels["_row"], "feedback"))
-        if "_row" in preds.columns:
-            preds = preds.assign(_row=_row_positions(preds["_row"], "predictions"))
-        else:
-            preds = preds.assign(
-                _row=preds.groupby("_request_id", sort=False).cumcount().astype(np.int64)
-            )
-    columns = [*keys, "_label"]
-    if "_feedback_ts" in labels.columns:
-        columns.append("_feedback_ts")
-        labels = labels.sort_values("_feedback_ts", kind="stable")
-    labels = labels.drop_duplicates(keys, keep="last")[columns]
-
-    if not use_row:
-        labelled = preds["_request_id"].isin(labels["_request_id"]).to_numpy()
-        counts = preds.loc[labelled, "_request_id"].value_counts()
-        batched = counts[counts > 1]
-        if len(batched):
-            examples = [str(v) for v in batched.index[:5]]
-            raise InvalidInputError(
-                f"{len(batched)} labelled request id(s) have several prediction rows "
-                f"(e.g. {examples!r}); a label cannot be matched to one row without a row "
-                "position.",
-                hint="Give the feedback a '_row' column (the row's position within its request).",
-            )
-    return preds.merge(labels, on=keys, how="inner", sort=False, validate="many_to_one")
-
-
-def _row_positions(values: pd.Series, name: str) -> pd.Series:
-    if bool(values.isna().any()):
-        raise InvalidInputError(
-            f"The '_row' column of {name} must not contain missing values. "
-            f"Got {int(values.isna().sum())}."
+    ids = _request_ids(labels["_request_id"])
+    raw_rows = labels["_row"] if "_row" in labels.columns else pd.Series(np.nan, index=ids.index)
+    rows = _positions(raw_rows)
+    malformed = ids.isna() | labels["_label"].isna() | (rows.isna() & raw_rows.notna())
+    has_ts = "_feedback_ts" in labels.columns
+    candidates = pd.DataFrame(
+        {
+            "_request_id": ids,
+            "_row": rows,
+            "_label": labels["_label"],
+            "_order": np.arange(len(labels)),
+        }
+    )
+    if has_ts:
+        candidates["_feedback_ts"] = pd.to_datetime(
+            labels["_feedback_ts"], utc=True, errors="coerce"
         )
-    numeric = pd.to_numeric(values, errors="coerce")
-    if bool(numeric.isna().any()) or bool((numeric < 0).any()) or bool((numeric % 1 != 0).any()):
-        raise InvalidInputError(
-            f"The '_row' column of {name} must hold integers >= 0 (row positions within the "
-            "request)."
-        )
-    return numeric.astype(np.int64)
+    candidates = candidates[~malformed.to_numpy()]
+    with_row = candidates[candidates["_row"].notna()]
+    without_row = candidates[candidates["_row"].isna()].drop(columns="_row")
+    several = without_row["_request_id"].map(rows_per_request).fillna(0) > 1
+    ambiguous = int(several.sum())
+    matched = pd.concat(
+        [
+            with_row.merge(keyed, on=["_request_id", "_row"], how="inner"),
+            without_row[~several.to_numpy()].merge(
+                keyed.drop(columns="_row"), on="_request_id", how="inner"
+            ),
+        ],
+        ignore_index=True,
+    )
+    unmatched = len(candidates) - ambiguous - int(matched["_order"].nunique())
+    # Several labels for one row: the latest feedback time wins, then the last written.
+    order = ["_feedback_ts", "_order"] if has_ts else ["_order"]
+    matched = matched.sort_values(order, kind="stable", na_position="first")
+    matched = matched.drop_duplicates("_pos", keep="last").set_index("_pos")
+    columns = ["_label", "_feedback_ts"] if has_ts else ["_label"]
+    joined = preds.join(matched[columns], how="inner").sort_index()
+    counts = {"malformed": int(malformed.sum()), "ambiguous": ambiguous, "unmatched": unmatched}
+    return FeedbackMatch(
+        joined=joined.reset_index(drop=True), ignored={k: v for k, v in counts.items() if v}
+    )
 
 
-def _check_ids(values: pd.Series, name: str) -> None:
-    if bool(values.isna().any()):
-        raise InvalidInputError(
-            f"The '_request_id' column of {name} must not contain missing values. "
-            f"Got {int(values.isna().sum())}."
-        )
+def _request_ids(values: pd.Series) -> pd.Series:
+    """Request ids as strings; null, empty or non-string ids become null."""
+    ids = values.astype(object)
+    if pd.api.types.infer_dtype(ids, skipna=True) != "string":
+        ids = ids.map(lambda v: v if isinstance(v, str) else None).astype(object)
+    return ids.where(ids.notna() & (ids != ""), None)
+
+
+def _positions(values: pd.Series) -> pd.Series:
+    """Row positions as floats; null, negative, fractional or unreadable ones become NaN."""
+    numeric = pd.to_numeric(values.astype(object), errors="coerce").astype(np.float64)
+    valid = (numeric >= 0) & (numeric % 1 == 0)
+    return numeric.where(valid).reset_index(drop=True)
 
 
 def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], name: str) -> None:

@@ -128,22 +128,33 @@ class TargetSpec:
         )
 
     def coerce(self, values: Sequence[object]) -> np.ndarray[Any, Any]:
-        """``values`` as labels of this target's type: float64 for a regression, else the
-        classes' type (``"2"`` and ``2.0`` become ``2`` for integer classes). Raises
-        :class:`SchemaError` naming the first label that cannot be read as that type."""
-        converted, valid = self.coerce_valid(values)
+        """``values`` as labels of this target's type: float64 for a regression (finite), else
+        the classes' type (``"2"`` and ``2.0`` become ``2`` for integer classes), one of the
+        classes. Raises :class:`SchemaError` naming the first label that cannot be read as
+        that type or is not one of the classes."""
+        converted, readable = self.coerce_valid(values)
+        valid = readable & self.known(converted)
         if not bool(valid.all()):
             row = int(np.flatnonzero(~valid)[0])
             got = _plain(list(values)[row])
             example = (self.classes or ("",))[0]
+            problem = "cannot be read as" if not readable[row] else "is not"
             raise SchemaError(
-                f"label {row} ({got!r}, {type(got).__name__}) cannot be read as {self.describe()}",
+                f"label {row} ({got!r}, {type(got).__name__}) {problem} {self.describe()}",
                 hint="Post each label as a number (a JSON number or a numeric string)."
                 if self.continuous
                 else f"Post each label as one of the model's classes, e.g. {example!r}.",
                 details={"row": row, "expected": self.dtype, "task": self.task, "got": got},
             )
         return converted
+
+    def known(self, labels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """A mask of the ``labels`` (already of this target's type) that are among the
+        classes; all True for a regression or unrecorded classes."""
+        if self.continuous or self.classes is None:
+            return np.ones(len(labels), dtype=bool)
+        mask: np.ndarray[Any, Any] = pd.Series(labels, dtype=object).isin(self.classes).to_numpy()
+        return mask
 
     def coerce_valid(
         self, values: Sequence[object] | np.ndarray[Any, Any]

@@ -9,11 +9,15 @@ The body is one label, an array of labels, or an object with a ``"labels"`` arra
     {"labels": [{"request_id": "r2", "row": 0, "label": 0}, ...]}
 
 A batch may name each (request id, row) once; a label posted again later corrects the earlier
-one. Each label is coerced to the served version's target type (a number for a regression, one
-of the classes' type for a classifier: ``"2"`` becomes ``2`` for integer classes); a label that
-cannot be is refused with 422 naming the expected type. Labels are appended to the feedback log
-and joined to the prediction log by request id (and row) for realised metrics. The answer is
-``{"accepted": n}``.
+one. Each label is coerced to the served version's target type (a finite number for a
+regression, one of the version's classes for a classifier: ``"2"`` becomes ``2`` for integer
+classes); a label that cannot be is refused with 422 naming the expected type and classes, and
+nothing of the batch is stored. Labels are appended to the feedback log and joined to the
+prediction log by request id (and row) for realised metrics. The request id is not checked
+here: the prediction may have been answered by another replica, or still sit in a log buffer.
+A label whose request id matches no logged prediction is never joined to anything; the join
+leaves it out and counts it (:func:`closedloop.domain.performance.match_feedback`). The
+answer is ``{"accepted": n}``.
 """
 
 from __future__ import annotations

@@ -303,6 +303,10 @@ class Agent:
     ) -> None:
         self.ws = ws
         self.policy = AgentPolicy.from_workspace(ws)
+        if alerts is None:  # a refused webhook is an error at start, not a silent loss later
+            from closedloop.services.alerts import webhook_from
+
+            webhook_from(ws.settings.alerts)
         self.clock = clock
         self.lease = LeaseHolder(ws, holder=holder, ttl=self.policy.lease, clock=clock)
         self.holder = self.lease.holder
@@ -734,19 +738,27 @@ class Agent:
         mode = self.policy.retrain_data
         if mode == "loader":
             return None, None
-        traffic = self._labelled_traffic()
+        traffic, ignored = self._labelled_traffic()
+        described = f"traffic: last {len(traffic)} labelled rows"
+        if ignored:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in ignored.items())
+            described += f" ({sum(ignored.values())} labels ignored: {reasons})"
         if mode == "traffic":
-            return traffic, f"traffic: last {len(traffic)} labelled rows"
+            return traffic, described
         import pandas as pd
 
         from closedloop.services.pipeline import load_frame
 
         frame, source = load_frame(self.ws)
         combined = pd.concat([frame, traffic[frame.columns]], ignore_index=True)
-        return combined, f"{source} + traffic: last {len(traffic)} labelled rows"
+        return combined, f"{source} + {described}"
 
-    def _labelled_traffic(self) -> pd.DataFrame:
-        from closedloop.domain.performance import join_feedback
+    def _labelled_traffic(self) -> tuple[pd.DataFrame, dict[str, int]]:
+        """The answered logged rows that have a label of the target's type (the target column
+        holds it), and the labels left out, by reason: those :func:`match_feedback` could not
+        join (an unknown request id is ``unmatched``), and ``unreadable`` ones (not of the
+        target's type, or not one of its classes)."""
+        from closedloop.domain.performance import match_feedback
         from closedloop.errors import InvalidInputError
 
         model = self.policy.model
@@ -766,16 +778,29 @@ class Agent:
             rows = rows[(status < 400).to_numpy()]
         if len(rows) and "_prediction" in rows:
             rows = rows[rows["_prediction"].notna().to_numpy()]
-        labelled = join_feedback(rows, feedback) if len(rows) and len(feedback) else rows[:0]
+        match = match_feedback(rows, feedback) if len(rows) and len(feedback) else None
+        labelled = rows[:0] if match is None else match.joined
+        ignored = {} if match is None else dict(match.ignored)
         production = registry.resolve_alias(self.ws, model)
         if len(labelled) and production is not None:  # labels of the target's type ("2" is 2)
             from closedloop.services.outputs import typed_labels, version_target
 
-            labelled = typed_labels(labelled, version_target(self.ws, model, production))
+            typed = typed_labels(labelled, version_target(self.ws, model, production))
+            if len(typed) < len(labelled):
+                ignored["unreadable"] = len(labelled) - len(typed)
+            labelled = typed
         if len(labelled) < self.policy.min_labelled_rows:
+            left_out = (
+                f" ({sum(ignored.values())} labels ignored: "
+                + ", ".join(f"{n} {reason}" for reason, n in ignored.items())
+                + ")"
+                if ignored
+                else ""
+            )
             raise InvalidInputError(
-                f"Only {len(labelled)} logged rows of {model!r} have labels; a traffic retrain "
-                f"needs at least agent.min_labelled_rows = {self.policy.min_labelled_rows}.",
+                f"Only {len(labelled)} logged rows of {model!r} have labels{left_out}; a traffic "
+                f"retrain needs at least agent.min_labelled_rows = "
+                f"{self.policy.min_labelled_rows}.",
                 hint=f"POST labels to /models/{model}/feedback, or set agent.retrain_data = "
                 '"loader".',
             )
@@ -783,7 +808,7 @@ class Agent:
         features = [c for c in labelled.columns if not str(c).startswith("_")]
         frame = labelled[features].copy()
         frame[target] = labelled["_label"].to_numpy()
-        return frame.reset_index(drop=True)
+        return frame.reset_index(drop=True), ignored
 
     def _failed(self, report: PassReport, request: events.Event, exc: ClosedloopError) -> None:
         trace = (exc.details or {}).get("traceback") or "".join(traceback.format_exception(exc))

@@ -10,12 +10,22 @@ retries timeouts, connection errors and statuses other than 2xx (except 4xx othe
 ``alert.delivered`` or ``alert.failed`` event; an alert that does not fit in the bounded queue
 is counted and recorded as ``alert.dropped``. Outcome payloads carry ``raised_event``, the id
 of the ``alert.raised`` event they answer.
+
+The webhook's host is resolved and every address checked
+(:func:`closedloop.domain.alerts.address_refusal`) when the sender is made — a refused one is a
+:class:`ConfigError` naming ``alerts.webhook_url`` — and again by each connection, which
+connects only to the addresses it has just checked (a name that changes its answer between the
+check and the connection, DNS rebinding, gains nothing). A refused connection is not retried:
+it ends in ``alert.failed`` with the reason. ``alerts.allow_private_targets`` or
+``alerts.allowed_hosts`` lift the refusal.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.error
@@ -32,7 +42,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection, Select, select
 
 from closedloop import __version__
-from closedloop.domain.alerts import Alert, backoff, sign, slack_body
+from closedloop.domain.alerts import Alert, address_refusal, backoff, sign, slack_body
 from closedloop.errors import (
     ClosedloopError,
     ConfigError,
@@ -64,6 +74,35 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging
 
 # --- settings --------------------------------------------------------------------------------
 
+Resolver = Callable[[str, int], list[str]]
+"""``(host, port) -> addresses``: how a host name is looked up (``socket.getaddrinfo``)."""
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to, for TCP on ``port``."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+@dataclass(frozen=True)
+class TargetPolicy:
+    """Which webhook addresses may be reached (``[alerts]`` allow_private_targets,
+    allowed_hosts); loopback always may."""
+
+    allow_private: bool = False
+    allowed_hosts: frozenset[str] = frozenset()
+
+    def refusal(self, host: str, addresses: list[str]) -> str | None:
+        """Why ``host`` (resolved to ``addresses``) may not be reached, or None."""
+        if self.allow_private or host.lower().strip("[]") in self.allowed_hosts:
+            return None
+        for address in addresses:
+            reason = address_refusal(address)
+            if reason is not None:
+                named = address.split("%", 1)[0] == host.strip("[]")
+                return reason if named else f"{reason} ({host} resolves to it)"
+        return None
+
 
 @dataclass(frozen=True)
 class Webhook:
@@ -73,6 +112,7 @@ class Webhook:
     secret: bytes
     timeout: float
     retries: int
+    policy: TargetPolicy = TargetPolicy()
 
     @property
     def receiver(self) -> str:
@@ -81,12 +121,33 @@ class Webhook:
         return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
 
 
-def webhook_from(settings: AlertSettings) -> Webhook | None:
-    """The configured webhook, or None when ``alerts.webhook_url`` is empty."""
+def webhook_from(settings: AlertSettings, resolver: Resolver = resolve) -> Webhook | None:
+    """The configured webhook, or None when ``alerts.webhook_url`` is empty. Its host is
+    resolved with ``resolver`` and refused (:class:`ConfigError`) when an address is not
+    allowed; a host that does not resolve now is checked again when an alert is sent."""
     url = settings.webhook_url.strip()
     if not url:
         return None
     _check_url(url)
+    policy = TargetPolicy(
+        bool(settings.allow_private_targets),
+        frozenset(h.strip().lower().strip("[]") for h in settings.allowed_hosts if h.strip()),
+    )
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        addresses = resolver(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except OSError:
+        addresses = []  # DNS may be down for now; every connection checks again
+    refused = policy.refusal(host, addresses)
+    if refused is not None:
+        raise ConfigError(
+            f"The setting alerts.webhook_url must not point at a link-local or private "
+            f"address: {refused}.",
+            hint="Set alerts.allow_private_targets = true, or list the host in "
+            "alerts.allowed_hosts, when the receiver really is on your private network.",
+            details={"setting": "alerts.webhook_url", "reason": refused},
+        )
     if not settings.timeout_seconds > 0:
         raise ConfigError(
             f"The setting alerts.timeout_seconds must be a number of seconds > 0. "
@@ -97,7 +158,7 @@ def webhook_from(settings: AlertSettings) -> Webhook | None:
             f"The setting alerts.retries must be an int >= 0. Got {settings.retries!r} instead."
         )
     secret = settings.webhook_secret.encode("utf-8")
-    return Webhook(url, secret, float(settings.timeout_seconds), int(settings.retries))
+    return Webhook(url, secret, float(settings.timeout_seconds), int(settings.retries), policy)
 
 
 def _check_url(url: str) -> None:
@@ -121,10 +182,12 @@ def _check_url(url: str) -> None:
 
 @dataclass(frozen=True)
 class Attempt:
-    """The result of one POST: an HTTP status, or an error without one."""
+    """The result of one POST: an HTTP status, or an error without one (``refused``: the
+    target's address is not allowed; never retried)."""
 
     status: int | None
     error: str | None = None
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -132,6 +195,8 @@ class Attempt:
 
     @property
     def retryable(self) -> bool:
+        if self.refused:
+            return False
         if self.status is None:
             return True
         return not (400 <= self.status < 500) or self.status in RETRIED_CLIENT_ERRORS
@@ -144,7 +209,64 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+class TargetRefused(OSError):
+    """A connection to an address the webhook may not reach (never attempted)."""
+
+
+def _guarded_connect(policy: TargetPolicy, resolver: Resolver) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` that resolves once, checks every address with ``policy``,
+    and connects only to those addresses."""
+
+    def connect(
+        address: tuple[str, int],
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+        **_: Any,
+    ) -> socket.socket:
+        host, port = address
+        addresses = resolver(host, port)
+        refused = policy.refusal(host, addresses)
+        if refused is not None:
+            raise TargetRefused(f"refused: {refused}")
+        error: OSError = OSError(f"{host} resolves to no address")
+        for ip in addresses:
+            try:
+                return socket.create_connection((ip, port), timeout, source_address)
+            except OSError as exc:
+                error = exc
+        raise error
+
+    return connect
+
+
+class _Guarded(urllib.request.AbstractHTTPHandler):
+    """Opens HTTP(S) connections through :func:`_guarded_connect`."""
+
+    def __init__(self, connect: Callable[..., socket.socket]) -> None:
+        super().__init__()
+        self._connect = connect
+
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        def connection(host: str, **options: Any) -> http.client.HTTPConnection:
+            made: http.client.HTTPConnection = http_class(host, **options)
+            made._create_connection = self._connect  # type: ignore[attr-defined]
+            return made
+
+        return super().do_open(connection, req, **kwargs)
+
+
+class _GuardedHTTP(_Guarded, urllib.request.HTTPHandler):
+    pass
+
+
+class _GuardedHTTPS(_Guarded, urllib.request.HTTPSHandler):
+    pass
+
+
+def opener(policy: TargetPolicy, resolver: Resolver = resolve) -> urllib.request.OpenerDirector:
+    """A URL opener that follows no redirect and connects only to allowed addresses."""
+    connect = _guarded_connect(policy, resolver)
+    return urllib.request.build_opener(_NoRedirect(), _GuardedHTTP(connect), _GuardedHTTPS(connect))
 
 
 def _headers(webhook: Webhook, alert: Alert, body: bytes) -> dict[str, str]:
@@ -156,17 +278,25 @@ def _headers(webhook: Webhook, alert: Alert, body: bytes) -> dict[str, str]:
         "X-Closedloop-Alert-Id": alert.id,
     }
     if webhook.secret:
-        headers["X-Closedloop-Signature"] = sign(webhook.secret, timestamp, body)
+        headers["X-Closedloop-Signature"] = sign(webhook.secret, timestamp, body, alert_id=alert.id)
     return headers
 
 
-def post(webhook: Webhook, alert: Alert, body: bytes, timeout: float) -> Attempt:
-    """POST ``body`` once (signed afresh, so a retry's timestamp is current)."""
+def post(
+    webhook: Webhook,
+    alert: Alert,
+    body: bytes,
+    timeout: float,
+    via: urllib.request.OpenerDirector | None = None,
+) -> Attempt:
+    """POST ``body`` once (signed afresh, so a retry's timestamp is current) through ``via``
+    (default: :func:`opener` of the webhook's policy)."""
     request = urllib.request.Request(
         webhook.url, data=body, method="POST", headers=_headers(webhook, alert, body)
     )
+    via = via or opener(webhook.policy)
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with via.open(request, timeout=timeout) as response:
             response.read(RESPONSE_BYTES)
             return Attempt(int(response.status))
     except urllib.error.HTTPError as exc:
@@ -174,7 +304,11 @@ def post(webhook: Webhook, alert: Alert, body: bytes, timeout: float) -> Attempt
             text = exc.read(ERROR_BODY_CHARS).decode("utf-8", "replace").strip()
         return Attempt(exc.code, f"HTTP {exc.code} {exc.reason}" + (f": {text}" if text else ""))
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TargetRefused):
+            return Attempt(None, str(exc.reason), refused=True)
         return Attempt(None, _describe(exc.reason, timeout))
+    except TargetRefused as exc:
+        return Attempt(None, str(exc), refused=True)
     except (TimeoutError, OSError, HTTPException) as exc:
         return Attempt(None, _describe(exc, timeout))
 
@@ -201,7 +335,8 @@ class AlertSender:
     """Sends alerts through the workspace's channels; webhooks go out in one background thread.
 
     ``backoff_base``, ``backoff_cap`` and ``jitter`` shape the delays between retries
-    (:func:`closedloop.domain.alerts.backoff`); ``clock`` stamps alerts raised without ``ts``.
+    (:func:`closedloop.domain.alerts.backoff`); ``clock`` stamps alerts raised without ``ts``;
+    ``resolver`` looks up the webhook's host (:func:`resolve`).
     Call :meth:`close` when done (or use the sender as a context manager).
     """
 
@@ -214,9 +349,11 @@ class AlertSender:
         jitter: float = 0.2,
         queue_size: int = QUEUE_SIZE,
         clock: Callable[[], datetime] = utcnow,
+        resolver: Resolver = resolve,
     ) -> None:
         self.ws = ws
-        self.webhook = webhook_from(ws.settings.alerts)
+        self.webhook = webhook_from(ws.settings.alerts, resolver)
+        self._opener = None if self.webhook is None else opener(self.webhook.policy, resolver)
         log_file = ws.settings.alerts.log_file.strip()
         self.log_file = Path(ws.settings.resolve_path(log_file)) if log_file else None
         self.backoff_base, self.backoff_cap, self.jitter = backoff_base, backoff_cap, jitter
@@ -385,14 +522,14 @@ class AlertSender:
 
     def _deliver(self, item: _Delivery) -> tuple[int, Attempt]:
         assert self.webhook is not None
-        body = json.dumps(slack_body(item.alert)).encode("utf-8")
+        body = json.dumps(slack_body(item.alert, event_id=item.event_id)).encode("utf-8")
         attempts, last = 0, Attempt(None, "not delivered: the sender closed first")
         while True:
             timeout = min(self.webhook.timeout, self._time_left())
             if timeout <= 0:
                 return attempts, _closed(last, attempts)
             attempts += 1
-            last = post(self.webhook, item.alert, body, timeout)
+            last = post(self.webhook, item.alert, body, timeout, self._opener)
             if last.ok or not last.retryable or attempts > self.webhook.retries:
                 return attempts, last
             delay = backoff(

@@ -17,7 +17,10 @@ What is compared depends on the version's target (recorded in its signature,
   realised accuracy, precision, recall, F1 and ROC AUC; the label-free estimate from the scores.
 
 Labels are coerced to the target's type before they are compared (``"2"`` and ``2`` are one
-class); a stored label that cannot be read as that type is left out and counted.
+class); a stored label that cannot be read as that type, or is not one of a classifier's
+classes, is left out and counted (``unreadable_labels``). Labels that cannot be joined to a
+row — a broken key (``malformed``) or no row position for a request of several rows
+(``ambiguous``) — are left out and counted in ``ignored_labels``; they never stop the check.
 """
 
 from __future__ import annotations
@@ -56,10 +59,12 @@ def check_outputs(ws: Workspace, model: str, version: int, window: pd.DataFrame)
         "prediction_drift": _prediction_drift(evaluation, primary, target),
     }
     feedback = ws.feedback_log().read(model)
-    labelled, unreadable = _labelled(primary, feedback, target)
+    labelled, unreadable, ignored = _labelled(primary, feedback, target)
     if unreadable:
         expected = target.describe() if target is not None else "the target type"
         result["unreadable_labels"] = {"n": unreadable, "expected": expected}
+    if ignored:
+        result["ignored_labels"] = {"n": sum(ignored.values()), **ignored}
     if labelled is not None and len(labelled) >= 2:
         result["label_drift"] = _label_drift(evaluation, labelled, target)
     result["performance"] = _performance(evaluation, primary, labelled, target, tuple(info.metrics))
@@ -79,8 +84,8 @@ def version_target(ws: Workspace, model: str, version: int) -> TargetSpec | None
 
 def typed_labels(frame: pd.DataFrame, target: TargetSpec | None) -> pd.DataFrame:
     """Labelled rows (``_label``) with their labels of ``target``'s type; rows whose label
-    cannot be read as it are left out."""
-    return _typed(frame, target, "_label")
+    cannot be read as it, or is not one of a classifier's classes, are left out."""
+    return _typed(frame, target, "_label", known_classes=True)
 
 
 def _target(signature: dict[str, Any], evaluation: pd.DataFrame | None) -> TargetSpec | None:
@@ -96,13 +101,18 @@ def _target(signature: dict[str, Any], evaluation: pd.DataFrame | None) -> Targe
     return infer_target(None, evaluation["_label"], evaluation["_prediction"])
 
 
-def _typed(frame: pd.DataFrame, target: TargetSpec | None, column: str) -> pd.DataFrame:
-    """``frame`` without rows whose ``column`` is null or cannot be read as the target's type,
-    and with that column converted to it."""
+def _typed(
+    frame: pd.DataFrame, target: TargetSpec | None, column: str, *, known_classes: bool = False
+) -> pd.DataFrame:
+    """``frame`` without rows whose ``column`` is null or cannot be read as the target's type
+    (nor, with ``known_classes``, is one of a classifier's classes), and with that column
+    converted to it."""
     frame = frame[frame[column].notna().to_numpy()]
     if target is None or len(frame) == 0:
         return frame
     values, valid = target.coerce_valid(frame[column].to_numpy())
+    if known_classes:
+        valid &= target.known(values)
     return frame.assign(**{column: values})[valid]
 
 
@@ -156,20 +166,20 @@ def _label_drift(
 
 def _labelled(
     window: pd.DataFrame, feedback: pd.DataFrame, target: TargetSpec | None
-) -> tuple[pd.DataFrame | None, int]:
-    """The window's answered rows that have a label (of the target's type), and how many
-    labels were left out because they could not be read as that type."""
-    from closedloop.domain.performance import join_feedback
+) -> tuple[pd.DataFrame | None, int, dict[str, int]]:
+    """The window's answered rows that have a label (of the target's type), how many labels
+    were left out because they could not be read as that type (or are not one of the
+    classes), and the labels that could not be joined to any row, by reason (those naming a
+    request id outside the window are not counted: they may answer older traffic)."""
+    from closedloop.domain.performance import match_feedback
 
     if len(feedback) == 0:
-        return None, 0
-    try:
-        joined = join_feedback(window, feedback)
-    except ClosedloopError:
-        return None, 0
-    joined = _typed(joined, target, "_prediction")
-    labelled = _typed(joined, target, "_label")
-    return labelled, len(joined) - len(labelled)
+        return None, 0, {}
+    match = match_feedback(window, feedback)
+    ignored = {k: v for k, v in match.ignored.items() if k != "unmatched"}
+    joined = _typed(match.joined, target, "_prediction")
+    labelled = typed_labels(joined, target)
+    return labelled, len(joined) - len(labelled), ignored
 
 
 def _performance(

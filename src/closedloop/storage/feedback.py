@@ -8,7 +8,9 @@ One file per :meth:`FeedbackLog.append` call. Each row holds ``_request_id`` (st
 the prediction was logged under), ``_label`` (the true label), ``_feedback_ts`` (UTC,
 millisecond precision: the ``ts`` given to ``append``, by default the time of the call) and,
 when the caller gave row positions, ``_row`` (int: the row's position within its request,
-for batch requests; see :func:`closedloop.domain.performance.join_feedback`).
+for batch requests; see :func:`closedloop.domain.performance.match_feedback`). A file written
+otherwise (by hand, or by an older version: a missing column, a ``_row`` of another type) is
+read as it is, never refused; the join leaves out and counts the labels it cannot use.
 
 Files appear atomically, as in the prediction log: on a local disk a file is written under a
 hidden temporary name (``.part-….tmp``, fsynced) and renamed into place; object stores get
@@ -249,8 +251,19 @@ def _combine(tables: list[Any]) -> pd.DataFrame:
         frame = pd.concat(
             [t.to_pandas(ignore_metadata=True) for t in tables], ignore_index=True
         ).astype({"_label": object})
+    # Files written by hand or by an older version may lack a column or hold another type:
+    # read them as they are (the join leaves out and counts labels it cannot use).
+    for column in FEEDBACK_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = None
+    if frame["_feedback_ts"].dtype != "datetime64[ms, UTC]":
+        stamps = pd.to_datetime(frame["_feedback_ts"], utc=True, errors="coerce", format="mixed")
+        frame["_feedback_ts"] = stamps.astype("datetime64[ms, UTC]")
     if "_row" in frame.columns:
-        frame["_row"] = frame["_row"].astype("Int64")
+        try:
+            frame["_row"] = frame["_row"].astype("Int64")
+        except (TypeError, ValueError):
+            frame["_row"] = frame["_row"].astype(object)
     return frame
 
 
