@@ -1,10 +1,12 @@
-"""Specification of closedloop.domain.drift: drift tests, corrections, floors and the report."""
+"""Specification of closedloop.domain.checks.drift: tests, corrections, floors and the report."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,15 +15,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from closedloop.domain import drift, ksdist
-from closedloop.domain.distances import js_distance, wasserstein_normalised
-from closedloop.domain.drift import (
-    DriftReport,
-    adjust_p_values,
-    chi2_homogeneity,
-    compare_frames,
-    psi,
-)
+from closedloop.domain.checks import drift
+from closedloop.domain.checks import stats as closedloop_stats
+from closedloop.domain.checks.distances import js_distance, wasserstein_normalised
+from closedloop.domain.checks.drift import DriftReport, adjust_p_values, compare_frames
+from closedloop.domain.checks.stats import chi2_homogeneity, psi
 from closedloop.errors import InvalidInputError, SchemaError
 
 SIZES = [(5, 7), (40, 40), (300, 211), (1000, 999), (2500, 10_000), (12_000, 7_000)]
@@ -479,12 +477,12 @@ def test_branch_and_bound_ks_statistic_equals_scipy_exactly(
     a: list[float], b: list[float], step: int
 ) -> None:
     sa, sb = np.sort(np.array(a, dtype=np.float64)), np.sort(np.array(b, dtype=np.float64))
-    old = (drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP)
+    old = (closedloop_stats._KS_DIRECT_MAX_N, closedloop_stats._KS_GRID_STEP)
     try:
-        drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP = 0, step
-        d = drift.ks_sorted(sa, sb)
+        closedloop_stats._KS_DIRECT_MAX_N, closedloop_stats._KS_GRID_STEP = 0, step
+        d = closedloop_stats.ks_sorted(sa, sb)
     finally:
-        drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP = old
+        closedloop_stats._KS_DIRECT_MAX_N, closedloop_stats._KS_GRID_STEP = old
     # scipy rounds D to the lattice h / lcm(n, m) in its exact branch: equal up to rounding
     with warnings.catch_warnings():  # scipy warns about its own p-value on tiny samples
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -500,8 +498,37 @@ def test_report_says_which_method_ran_and_round_trips_it() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# KS and chi-square tails without scipy.stats (closedloop.domain.ksdist)
+# KS and chi-square tails without scipy.stats (closedloop.domain.checks.stats)
 # --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "m"), [(4, 7), (9, 6), (30, 45), (61, 100), (128, 96), (333, 200)])
+@pytest.mark.parametrize("shift", [0.0, 0.4, 1.5])
+def test_exact_ks_p_value_for_unequal_sizes_is_scipys_to_the_last_bit(
+    n: int, m: int, shift: float
+) -> None:
+    rng = np.random.default_rng(n * m)
+    for ties in (False, True):
+        a, b = rng.normal(0.0, 1.0, n), rng.normal(shift, 1.0, m)
+        if ties:
+            a, b = np.round(a), np.round(b)
+        expected = stats.ks_2samp(a, b, method="exact")
+        d, p = closedloop_stats.ks_two_sample_p(n, m, float(expected.statistic))
+        assert d == expected.statistic
+        assert p == expected.pvalue
+
+
+def test_the_statistics_use_no_private_scipy_api() -> None:
+    tree = ast.parse(Path(closedloop_stats.__file__).read_text(encoding="utf-8"))
+    imported = [
+        f"{node.module}.{alias.name}" if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    scipy_names = [name for name in imported if name.startswith("scipy")]
+    assert scipy_names == ["scipy.stats.kstwo"]
+    assert all(not part.startswith("_") for name in scipy_names for part in name.split("."))
 
 
 @pytest.mark.parametrize("n", [141, 500, 4421, 50_000, 250_000])
@@ -510,23 +537,24 @@ def test_kolmogorov_tail_equals_scipy_kstwo_in_every_regime(n: int, nx2: float) 
     # n * x^2 below 2.2: 1 - cdf (Durbin matrix or Pelz-Good); above: 2 * smirnov(n, x)
     x = math.sqrt(nx2 / n)
     expected = float(stats.kstwo.sf(x, n))
-    assert ksdist.kolmogorov_sf(n, x) == pytest.approx(expected, rel=1e-8, abs=1e-300)
+    assert closedloop_stats.kolmogorov_sf(n, x) == pytest.approx(expected, rel=1e-8, abs=1e-300)
 
 
 @pytest.mark.parametrize("n", [3, 20, 140])
 def test_kolmogorov_tail_for_small_n_equals_scipy(n: int) -> None:
     for x in np.linspace(0.01, 0.99, 25):
         expected = float(stats.kstwo.sf(x, n))
-        assert ksdist.kolmogorov_sf(n, float(x)) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+        got = closedloop_stats.kolmogorov_sf(n, float(x))
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 9, 48, 49, 999, 1000])
 def test_chi2_tail_equals_scipy_deep_into_the_tail(dof: int) -> None:
     for statistic in [1e-3, 0.5, 3.0, 30.0, 300.0, 1500.0, 5000.0]:
         expected = float(stats.chi2.sf(statistic, dof))
-        got = ksdist.chi2_sf(statistic, dof)
+        got = closedloop_stats.chi2_sf(statistic, dof)
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
-    assert ksdist.chi2_sf(0.0, dof) == 1.0
+    assert closedloop_stats.chi2_sf(0.0, dof) == 1.0
 
 
 def test_distances_come_from_the_tests_own_sorts_and_counts() -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from tests.support import features, fit_model, loans
 
-from closedloop.domain.drift import DriftReport, compare_frames
+from closedloop.domain.checks.drift import DriftReport, compare_frames
 from closedloop.domain.simulate import LoanSimulator
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.reports import render_drift_report, render_model_report

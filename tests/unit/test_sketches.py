@@ -1,4 +1,4 @@
-"""Specification of closedloop.domain.sketches and the streaming drift path."""
+"""Specification of closedloop.domain.checks.sketches and the streaming drift path."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from closedloop.domain.drift import compare_frames, compare_sketches
-from closedloop.domain.sketches import (
+from closedloop.domain.checks.drift import compare_frames
+from closedloop.domain.checks.sketches import (
     CategorySketch,
     NumericSketch,
     TableSketch,
+    compare_sketches,
     sketch_ks,
     sketch_psi,
 )

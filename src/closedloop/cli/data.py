@@ -73,7 +73,7 @@ def _options(
 
 
 def _print_report(report: Any, title: str, outputs: dict[str, Any] | None = None) -> None:
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     rows = []
     for c in report.columns:
@@ -102,7 +102,7 @@ def _print_report(report: Any, title: str, outputs: dict[str, Any] | None = None
 
 
 def _reasons(report: Any, outputs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     return [r.to_dict() for r in verdict_reasons(report, outputs)]
 

@@ -1,8 +1,8 @@
 """Self-contained HTML drift reports: one file that opens offline, in any browser.
 
-:func:`render_drift_report` renders one :class:`~closedloop.domain.drift.DriftReport` with the
-frames it compared; :func:`render_model_report` renders a model's latest recorded check with
-its recent history, loading everything from the workspace.
+:func:`render_drift_report` renders one :class:`~closedloop.domain.checks.drift.DriftReport`
+with the frames it compared; :func:`render_model_report` renders a model's latest recorded check
+with its recent history, loading everything from the workspace.
 
 The page embeds plotly.js once (from the installed ``plotly`` wheel: 4.8 MB, packed with gzip
 and base64 to ~2 MB and unpacked by the browser's ``DecompressionStream``) and references nothing
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from closedloop.domain.drift import ColumnDrift, DriftReport
-from closedloop.domain.profiles import NULL_LABEL
+from closedloop.domain.checks.drift import ColumnDrift, DriftReport
+from closedloop.domain.checks.profiles import NULL_LABEL
 from closedloop.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -552,7 +552,7 @@ def _performance_figure(performance: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     n_columns = len(report.columns)
     if report.drifted:
@@ -583,7 +583,7 @@ def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame
 
 def _why(report: DriftReport, outputs: Mapping[str, Any] | None) -> str:
     """The "Why" section: each signal that fired, whether it counts in the verdict."""
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     reasons = verdict_reasons(report, outputs)
     counted = [r for r in reasons if r.counted]

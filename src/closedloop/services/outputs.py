@@ -107,7 +107,7 @@ def _typed(frame: pd.DataFrame, target: TargetSpec | None, column: str) -> pd.Da
 
 
 def _column_drift(reference: pd.DataFrame, current: pd.DataFrame, name: str) -> dict[str, Any]:
-    from closedloop.domain.drift import compare_frames
+    from closedloop.domain.checks.drift import compare_frames
 
     report = compare_frames(reference, current, columns=[name])
     item = report.columns[0].to_dict()
