@@ -250,7 +250,7 @@ def test_planted_shift_flags_exactly_the_shifted_columns(correction: str) -> Non
     current = _mixed_frame(5000, seed=2, shift=0.5, freq=True)
     report = compare_frames(reference, current, correction=correction)  # type: ignore[arg-type]
     assert report.drifted
-    assert report.drifted_columns == ["num2", "plan"]
+    assert sorted(report.drifted_columns) == ["num2", "plan"]
     assert report.n_drifted == 2
     assert report.share_drifted == pytest.approx(2 / 8)
 
@@ -283,6 +283,103 @@ def test_a_small_frequency_change_in_a_huge_window_is_below_the_tvd_floor() -> N
     assert result.p_value is not None and result.p_value < 1e-10
     assert not result.drifted
     assert compare_frames(reference, current, chi2_floor=0.0).column("c").drifted
+
+
+# --------------------------------------------------------------------------------------------
+# Severity and ranking
+# --------------------------------------------------------------------------------------------
+
+
+def _small_shift_frames(n: int = 70_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Large windows, small changes: a 0.03-sd shift of a normal column (``D`` = 0.012) and a
+    1.5-point share move of a two-category column (TVD = 0.015), both significant and both
+    below the 0.05 floors; ``same`` does not change at all."""
+    rng = np.random.default_rng(5)
+    quantiles = stats.norm.ppf((np.arange(n) + 0.5) / n)
+    half = n // 2
+    moved = int(0.015 * n)
+    reference = pd.DataFrame(
+        {
+            "amount": rng.permutation(quantiles),
+            "plan": rng.permutation(["basic"] * half + ["pro"] * (n - half)),
+            "same": rng.permutation(quantiles),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "amount": rng.permutation(quantiles + 0.03),
+            "plan": rng.permutation(["basic"] * (half + moved) + ["pro"] * (n - half - moved)),
+            "same": rng.permutation(quantiles),
+        }
+    )
+    return reference, current
+
+
+def test_a_significant_change_below_the_floor_is_minor_and_never_an_alarm() -> None:
+    report = compare_frames(*_small_shift_frames())
+    amount, plan, same = (report.column(name) for name in ("amount", "plan", "same"))
+    assert amount.statistic == pytest.approx(2 * stats.norm.cdf(0.015) - 1, abs=1e-4)
+    assert plan.tvd == pytest.approx(0.015)
+    for column in (amount, plan):
+        assert column.p_value_adjusted is not None and column.p_value_adjusted < 1e-3
+        assert column.relative_effect is not None and column.relative_effect < 0.5
+        assert (column.drifted, column.severity) == (False, "minor")
+    assert (same.p_value, same.severity) == (1.0, "stable")
+    assert not report.drifted and report.drifted_columns == []
+    assert report.minor_columns == ["plan", "amount"]  # TVD 0.015 before D 0.012
+    body = report.to_dict()
+    assert [(c["column"], c["severity"], c["drifted"]) for c in body["columns"]] == [
+        ("plan", "minor", False),
+        ("amount", "minor", False),
+        ("same", "stable", False),
+    ]
+    assert DriftReport.from_dict(body).to_dict() == body
+
+
+def test_a_shift_at_or_above_the_floor_is_drift() -> None:
+    report = compare_frames(_mixed_frame(5000, seed=1), _mixed_frame(5000, seed=2, shift=0.5))
+    column = report.column("num2")
+    assert column.statistic is not None and column.statistic >= column.effect_floor
+    assert (column.drifted, column.severity) == (True, "drift")
+    assert column.relative_effect == pytest.approx(column.statistic / 0.05)
+    assert report.to_dict()["columns"][0]["severity"] == "drift"
+
+
+def test_an_untested_column_is_stable() -> None:
+    reference = pd.DataFrame({"x": [np.nan, np.nan, np.nan], "y": [1.0, 2.0, 3.0]})
+    current = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, 2.0]})
+    report = compare_frames(reference, current)
+    x = report.column("x")
+    assert (x.p_value, x.relative_effect, x.severity) == (None, None, "stable")
+    assert [c.column for c in report.columns] == ["y", "x"]  # untested columns last
+
+
+def test_columns_are_ranked_drift_then_minor_then_stable_by_relative_effect() -> None:
+    reference, current = _small_shift_frames()
+    rng = np.random.default_rng(9)
+    for name, shift in (("mid", 0.3), ("big", 1.0)):
+        reference[name] = rng.normal(0.0, 1.0, len(reference))
+        current[name] = rng.normal(shift, 1.0, len(current))
+    report = compare_frames(reference, current)
+    assert [(c.column, c.severity) for c in report.columns] == [
+        ("big", "drift"),
+        ("mid", "drift"),
+        ("plan", "minor"),
+        ("amount", "minor"),
+        ("same", "stable"),
+    ]
+    assert report.drifted_columns == ["big", "mid"]
+    shuffled = {**report.to_dict(), "columns": report.to_dict()["columns"][::-1]}
+    assert [c.column for c in DriftReport.from_dict(shuffled).columns] == [
+        c.column for c in report.columns
+    ]
+
+
+def test_relative_effect_is_the_raw_effect_when_the_floor_is_zero() -> None:
+    reference, current = _mixed_frame(2000, seed=1), _mixed_frame(2000, seed=2, shift=0.5)
+    report = compare_frames(reference, current, ks_floor=0.0, chi2_floor=0.0)
+    num2 = report.column("num2")
+    assert num2.relative_effect == num2.statistic
 
 
 # --------------------------------------------------------------------------------------------
@@ -422,7 +519,7 @@ def test_to_dict_has_the_public_shape_and_is_strict_json() -> None:
         "columns",
         "method",
     ]
-    numeric = body["columns"][0]
+    numeric = next(c for c in body["columns"] if c["kind"] == "numeric")
     assert list(numeric) == [
         "column",
         "kind",
@@ -434,6 +531,7 @@ def test_to_dict_has_the_public_shape_and_is_strict_json() -> None:
         "effect_floor",
         "psi",
         "drifted",
+        "severity",
         "n_reference",
         "n_current",
     ]
@@ -582,4 +680,5 @@ def test_distances_come_from_the_tests_own_sorts_and_counts() -> None:
     )
     c = report.column("c")
     assert c.js == pytest.approx(float(js_distance(table.iloc[:, 0], table.iloc[:, 1])))
-    assert report.to_dict()["columns"][0]["wasserstein"] == x.wasserstein
+    body = {c["column"]: c for c in report.to_dict()["columns"]}
+    assert body["x"]["wasserstein"] == x.wasserstein

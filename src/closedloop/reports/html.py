@@ -71,6 +71,7 @@ dl.summary dt { color: #555; } dl.summary dd { margin: 0; }
 table { border-collapse: collapse; font-size: .9rem; } th, td { padding: .3rem .6rem;
         border-bottom: 1px solid #eee; text-align: right; } th { background: #f6f6f6; }
 td.name, th.name, td.text { text-align: left; } tr.drifted td { background: #fff4f4; }
+tr.minor td { background: #fffbea; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1rem; }
 .plot { min-height: 320px; } .note { color: #666; font-size: .9rem; }
 """
@@ -569,6 +570,15 @@ def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame
         ("Share drifted", f"{report.share_drifted:.0%}"),
         ("Drifted columns", drifted),
     ]
+    if report.minor_columns:
+        minor = ", ".join(f"<code>{_esc(c)}</code>" for c in report.minor_columns)
+        items.append(
+            (
+                "Minor columns",
+                f'{minor} <span class="note">(significant after the correction but below the '
+                "effect floor; not counted)</span>",
+            )
+        )
     if len(reference) != report.n_reference or len(current) != report.n_current:
         items.append(
             (
@@ -628,6 +638,7 @@ _TABLE_HEAD = (
     "effect floor",
     "PSI",
     "drifted",
+    "severity",
     "note",
 )
 
@@ -654,9 +665,10 @@ def _table(report: DriftReport) -> str:
             f"<td>{_num(c.effect_floor)}</td>",
             f"<td>{_num(c.psi)}</td>",
             f"<td>{'yes' if c.drifted else 'no'}</td>",
+            f'<td class="text">{c.severity}</td>',
             f'<td class="text">{_esc(note)}</td>',
         ]
-        css = ' class="drifted"' if c.drifted else ""
+        css = {"drift": ' class="drifted"', "minor": ' class="minor"', "stable": ""}[c.severity]
         rows.append(f'<tr{css} data-column="{_esc(c.column)}">{"".join(cells)}</tr>')
     return (
         f'<table id="columns"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'

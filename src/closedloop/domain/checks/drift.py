@@ -46,9 +46,19 @@ Effect-size floor
     floor, so it is never flagged even if its p-value happens to be small. Pass ``ks_floor=0`` and
     ``chi2_floor=0`` for a pure significance test.
 
+Severity per column
+    ``drift``: drifted (significant and at or above the effect floor). ``minor``: significant
+    after the correction but below the effect floor, a real but small change (typical of large
+    windows); it is reported, never an alarm. ``stable``: not significant (or not tested).
+
+Ranking
+    Every report lists its columns drift first, then minor, then stable, and within each by
+    effect size relative to its floor, largest first (:func:`rank_key`; ties keep the input
+    order), so the first rows of any output are the columns to look at.
+
 Dataset verdict
     ``drifted`` is true when any column is drifted; ``share_drifted`` is the fraction of the
-    compared columns that are drifted.
+    compared columns that are drifted. Minor columns never make a report drifted.
 """
 
 from __future__ import annotations
@@ -83,6 +93,9 @@ from closedloop.errors import InvalidInputError, SchemaError
 
 Correction = Literal["bonferroni", "bh"]
 CORRECTIONS: tuple[Correction, ...] = ("bonferroni", "bh")
+Severity = Literal["drift", "minor", "stable"]
+SEVERITIES: tuple[Severity, ...] = ("drift", "minor", "stable")
+"""Most severe first (module docstring)."""
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_KS_FLOOR = 0.05
@@ -139,6 +152,23 @@ class ColumnDrift:
         """The quantity compared with ``effect_floor``: ``D`` (numeric) or TVD (categorical)."""
         return self.statistic if self.kind == "numeric" else self.tvd
 
+    @property
+    def relative_effect(self) -> float | None:
+        """``effect_size / effect_floor`` (1 at the floor); the effect size itself when the
+        floor is 0; ``None`` when the column was not tested."""
+        effect = self.effect_size
+        if effect is None:
+            return None
+        return effect / self.effect_floor if self.effect_floor > 0 else effect
+
+    @property
+    def severity(self) -> Severity:
+        """``"drift"``, ``"minor"`` (significant, below the effect floor) or ``"stable"``."""
+        if self.drifted:
+            return "drift"
+        adjusted = self.p_value_adjusted
+        return "minor" if adjusted is not None and adjusted < self.threshold else "stable"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (plain Python types, no NaN/inf)."""
         body: dict[str, Any] = {
@@ -152,6 +182,7 @@ class ColumnDrift:
             "effect_floor": float(self.effect_floor),
             "psi": _opt_float(self.psi),
             "drifted": bool(self.drifted),
+            "severity": self.severity,
             "n_reference": int(self.n_reference),
             "n_current": int(self.n_current),
         }
@@ -231,8 +262,13 @@ class DriftReport:
 
     @property
     def drifted_columns(self) -> list[str]:
-        """Names of the drifted columns, in report order."""
+        """Names of the drifted columns, in report order (largest relative effect first)."""
         return [column.column for column in self.columns if column.drifted]
+
+    @property
+    def minor_columns(self) -> list[str]:
+        """Names of the minor columns (significant, below the floor), in report order."""
+        return [column.column for column in self.columns if column.severity == "minor"]
 
     def column(self, name: str) -> ColumnDrift:
         """The result for column ``name`` (:class:`SchemaError` when it was not compared)."""
@@ -282,7 +318,7 @@ class DriftReport:
             n_current=int(_required(data, "n_current", "drift report")),
             alpha=float(data.get("alpha", DEFAULT_ALPHA)),
             correction=cast(Correction, correction),
-            columns=[ColumnDrift.from_dict(item) for item in items],
+            columns=sorted((ColumnDrift.from_dict(item) for item in items), key=rank_key),
             method="sketch" if data.get("method") == "sketch" else "exact",
             multivariate=data.get("multivariate"),
             quality=data.get("quality"),
@@ -293,6 +329,13 @@ class DriftReport:
 # --------------------------------------------------------------------------------------------
 # Public statistics helpers
 # --------------------------------------------------------------------------------------------
+
+
+def rank_key(column: ColumnDrift) -> tuple[int, float]:
+    """The order of columns in every report and output: severity (drift, minor, stable), then
+    the effect size relative to its floor, largest first (untested columns last)."""
+    effect = column.relative_effect
+    return SEVERITIES.index(column.severity), -effect if effect is not None else math.inf
 
 
 def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Correction) -> np.ndarray:
@@ -435,7 +478,7 @@ def _verdict(
         n_current=n_current,
         alpha=alpha,
         correction=correction,
-        columns=ordered,
+        columns=sorted(ordered, key=rank_key),
         method=method,
     )
 
@@ -684,10 +727,13 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_CHI2_FLOOR",
     "DEFAULT_KS_FLOOR",
+    "SEVERITIES",
     "ColumnDrift",
     "Correction",
     "DriftReport",
+    "Severity",
     "adjust_p_values",
     "compare_frames",
     "ks_statistics",
+    "rank_key",
 ]
