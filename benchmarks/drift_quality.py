@@ -64,10 +64,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _data
 
-from closedloop.domain import assessment
-from closedloop.domain.assessment import assess
-from closedloop.domain.drift import DriftReport
-from closedloop.domain.quality import data_quality
+from closedloop.domain.checks import assessment
+from closedloop.domain.checks.assessment import assess
+from closedloop.domain.checks.drift import DriftReport
+from closedloop.domain.checks.quality import data_quality
 
 ROOT = Path(__file__).resolve().parent.parent
 ALT_ALPHAS = (0.05, 0.01, 0.005)
@@ -207,7 +207,7 @@ class Evidently:
 
 def use_margin_coef(coef: float) -> None:
     """Run ``assess()`` with margin ``max(0.02, coef / sqrt(n))`` in this process."""
-    from closedloop.domain.multivariate import domain_classifier_drift
+    from closedloop.domain.checks.multivariate import domain_classifier_drift
 
     def patched(reference, current, names, forced, seed):  # type: ignore[no-untyped-def]
         per_side = min(len(reference), len(current), assessment.CLASSIFIER_ROWS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -274,10 +275,24 @@ def _post(seed: int, n: int = 3000) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def assert_ranked(columns: list[dict[str, Any]]) -> None:
+    """Drift first, then minor, then stable; within each, the largest effect relative to its
+    floor first (the effect is ``statistic`` for KS, ``tvd`` for chi-square)."""
+
+    def key(column: dict[str, Any]) -> tuple[int, float]:
+        effect = column["statistic"] if column["kind"] == "numeric" else column["tvd"]
+        relative = -math.inf if effect is None else effect / column["effect_floor"]
+        return ["drift", "minor", "stable"].index(column["severity"]), -relative
+
+    assert [key(c) for c in columns] == sorted(key(c) for c in columns)
+    assert [c["severity"] == "drift" for c in columns] == [c["drifted"] for c in columns]
+
+
 def _check_contract(report: dict[str, Any], n_reference: int, n_current: int) -> None:
     assert {"drifted", "n_reference", "n_current", "columns"} <= set(report)
     assert (report["n_reference"], report["n_current"]) == (n_reference, n_current)
-    assert [c["column"] for c in report["columns"]] == FEATURES
+    assert sorted(c["column"] for c in report["columns"]) == sorted(FEATURES)
+    assert_ranked(report["columns"])
     for column in report["columns"]:
         assert set(column) >= COLUMN_KEYS, column
         assert column["kind"] in ("numeric", "categorical")
@@ -491,7 +506,8 @@ def test_monitor_flags_drift_in_logged_traffic_and_records_each_check(project: P
     assert (first["model"], first["version"]) == (MODEL, 1)
     assert first["drifted"] is False
     assert first["n_current"] == 1500
-    assert [c["column"] for c in first["columns"]] == FEATURES
+    assert sorted(c["column"] for c in first["columns"]) == sorted(FEATURES)
+    assert_ranked(first["columns"])
     assert all(set(c) >= COLUMN_KEYS for c in first["columns"])
 
     _log_traffic(project, sim.stream(2000, start=sim.drift_at))

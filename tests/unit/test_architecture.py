@@ -95,6 +95,62 @@ def test_server_modules_import_without_a_cycle() -> None:
     assert [m for m, imported in graph.items() if "app" in imported] == []
 
 
+def _import_graph(package: str) -> dict[str, set[str]]:
+    """Every module of ``package`` (subpackages included, dotted names) and the modules of
+    ``package`` it imports, at any level (lazy and type-checking imports included)."""
+    root = PACKAGE / package
+    modules = {
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in root.rglob("*.py")
+    }
+    prefix = f"closedloop.{package}."
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                rest = name.removeprefix(prefix)
+                if name.startswith(prefix) and rest in modules and rest != module:
+                    found.add(rest)
+        graph[module] = found
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[str]:
+    cycles = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in trail:
+                cycles.append(" -> ".join([*trail[trail.index(imported) :], imported]))
+            elif imported not in done:
+                visit(imported, [*trail, imported])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [module])
+    return cycles
+
+
+def test_domain_modules_import_without_a_cycle() -> None:
+    """Statistics at the bottom (checks.stats imports no other domain module), then the checks."""
+    graph = _import_graph("domain")
+    assert _cycles(graph) == []
+    assert graph["checks.stats"] == set()
+    assert "checks.drift" not in graph["guardrails"]
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a -> b -> c -> a"]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
 def test_importing_closedloop_does_not_load_heavy_libraries() -> None:
     code = (
         "import sys, closedloop; "

@@ -1,4 +1,4 @@
-"""Specification of closedloop.domain.distances: effect sizes pinned against scipy and by hand."""
+"""Specification of closedloop.domain.checks.distances: effect sizes against scipy and by hand."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from closedloop.domain.distances import (
+from closedloop.domain.checks.distances import (
     feature_weighted_share,
     js_distance,
     numeric_js_distance,
@@ -20,8 +20,8 @@ from closedloop.domain.distances import (
     wasserstein_normalised,
     wasserstein_sorted,
 )
-from closedloop.domain.drift import psi
-from closedloop.domain.profiles import bin_counts, psi_edges
+from closedloop.domain.checks.profiles import bin_counts, psi_edges
+from closedloop.domain.checks.stats import psi
 from closedloop.errors import InvalidInputError, SchemaError
 
 

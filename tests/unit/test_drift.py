@@ -1,10 +1,12 @@
-"""Specification of closedloop.domain.drift: drift tests, corrections, floors and the report."""
+"""Specification of closedloop.domain.checks.drift: tests, corrections, floors and the report."""
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,15 +15,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from closedloop.domain import drift, ksdist
-from closedloop.domain.distances import js_distance, wasserstein_normalised
-from closedloop.domain.drift import (
-    DriftReport,
-    adjust_p_values,
-    chi2_homogeneity,
-    compare_frames,
-    psi,
-)
+from closedloop.domain.checks import drift
+from closedloop.domain.checks import stats as closedloop_stats
+from closedloop.domain.checks.distances import js_distance, wasserstein_normalised
+from closedloop.domain.checks.drift import DriftReport, adjust_p_values, compare_frames
+from closedloop.domain.checks.stats import chi2_homogeneity, psi
 from closedloop.errors import InvalidInputError, SchemaError
 
 SIZES = [(5, 7), (40, 40), (300, 211), (1000, 999), (2500, 10_000), (12_000, 7_000)]
@@ -252,7 +250,7 @@ def test_planted_shift_flags_exactly_the_shifted_columns(correction: str) -> Non
     current = _mixed_frame(5000, seed=2, shift=0.5, freq=True)
     report = compare_frames(reference, current, correction=correction)  # type: ignore[arg-type]
     assert report.drifted
-    assert report.drifted_columns == ["num2", "plan"]
+    assert sorted(report.drifted_columns) == ["num2", "plan"]
     assert report.n_drifted == 2
     assert report.share_drifted == pytest.approx(2 / 8)
 
@@ -285,6 +283,103 @@ def test_a_small_frequency_change_in_a_huge_window_is_below_the_tvd_floor() -> N
     assert result.p_value is not None and result.p_value < 1e-10
     assert not result.drifted
     assert compare_frames(reference, current, chi2_floor=0.0).column("c").drifted
+
+
+# --------------------------------------------------------------------------------------------
+# Severity and ranking
+# --------------------------------------------------------------------------------------------
+
+
+def _small_shift_frames(n: int = 70_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Large windows, small changes: a 0.03-sd shift of a normal column (``D`` = 0.012) and a
+    1.5-point share move of a two-category column (TVD = 0.015), both significant and both
+    below the 0.05 floors; ``same`` does not change at all."""
+    rng = np.random.default_rng(5)
+    quantiles = stats.norm.ppf((np.arange(n) + 0.5) / n)
+    half = n // 2
+    moved = int(0.015 * n)
+    reference = pd.DataFrame(
+        {
+            "amount": rng.permutation(quantiles),
+            "plan": rng.permutation(["basic"] * half + ["pro"] * (n - half)),
+            "same": rng.permutation(quantiles),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "amount": rng.permutation(quantiles + 0.03),
+            "plan": rng.permutation(["basic"] * (half + moved) + ["pro"] * (n - half - moved)),
+            "same": rng.permutation(quantiles),
+        }
+    )
+    return reference, current
+
+
+def test_a_significant_change_below_the_floor_is_minor_and_never_an_alarm() -> None:
+    report = compare_frames(*_small_shift_frames())
+    amount, plan, same = (report.column(name) for name in ("amount", "plan", "same"))
+    assert amount.statistic == pytest.approx(2 * stats.norm.cdf(0.015) - 1, abs=1e-4)
+    assert plan.tvd == pytest.approx(0.015)
+    for column in (amount, plan):
+        assert column.p_value_adjusted is not None and column.p_value_adjusted < 1e-3
+        assert column.relative_effect is not None and column.relative_effect < 0.5
+        assert (column.drifted, column.severity) == (False, "minor")
+    assert (same.p_value, same.severity) == (1.0, "stable")
+    assert not report.drifted and report.drifted_columns == []
+    assert report.minor_columns == ["plan", "amount"]  # TVD 0.015 before D 0.012
+    body = report.to_dict()
+    assert [(c["column"], c["severity"], c["drifted"]) for c in body["columns"]] == [
+        ("plan", "minor", False),
+        ("amount", "minor", False),
+        ("same", "stable", False),
+    ]
+    assert DriftReport.from_dict(body).to_dict() == body
+
+
+def test_a_shift_at_or_above_the_floor_is_drift() -> None:
+    report = compare_frames(_mixed_frame(5000, seed=1), _mixed_frame(5000, seed=2, shift=0.5))
+    column = report.column("num2")
+    assert column.statistic is not None and column.statistic >= column.effect_floor
+    assert (column.drifted, column.severity) == (True, "drift")
+    assert column.relative_effect == pytest.approx(column.statistic / 0.05)
+    assert report.to_dict()["columns"][0]["severity"] == "drift"
+
+
+def test_an_untested_column_is_stable() -> None:
+    reference = pd.DataFrame({"x": [np.nan, np.nan, np.nan], "y": [1.0, 2.0, 3.0]})
+    current = pd.DataFrame({"x": [1.0, 2.0], "y": [1.0, 2.0]})
+    report = compare_frames(reference, current)
+    x = report.column("x")
+    assert (x.p_value, x.relative_effect, x.severity) == (None, None, "stable")
+    assert [c.column for c in report.columns] == ["y", "x"]  # untested columns last
+
+
+def test_columns_are_ranked_drift_then_minor_then_stable_by_relative_effect() -> None:
+    reference, current = _small_shift_frames()
+    rng = np.random.default_rng(9)
+    for name, shift in (("mid", 0.3), ("big", 1.0)):
+        reference[name] = rng.normal(0.0, 1.0, len(reference))
+        current[name] = rng.normal(shift, 1.0, len(current))
+    report = compare_frames(reference, current)
+    assert [(c.column, c.severity) for c in report.columns] == [
+        ("big", "drift"),
+        ("mid", "drift"),
+        ("plan", "minor"),
+        ("amount", "minor"),
+        ("same", "stable"),
+    ]
+    assert report.drifted_columns == ["big", "mid"]
+    shuffled = {**report.to_dict(), "columns": report.to_dict()["columns"][::-1]}
+    assert [c.column for c in DriftReport.from_dict(shuffled).columns] == [
+        c.column for c in report.columns
+    ]
+
+
+def test_relative_effect_is_the_raw_effect_when_the_floor_is_zero() -> None:
+    reference, current = _mixed_frame(2000, seed=1), _mixed_frame(2000, seed=2, shift=0.5)
+    report = compare_frames(reference, current, ks_floor=0.0, chi2_floor=0.0)
+    num2 = report.column("num2")
+    assert num2.relative_effect == num2.statistic
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,7 +519,7 @@ def test_to_dict_has_the_public_shape_and_is_strict_json() -> None:
         "columns",
         "method",
     ]
-    numeric = body["columns"][0]
+    numeric = next(c for c in body["columns"] if c["kind"] == "numeric")
     assert list(numeric) == [
         "column",
         "kind",
@@ -436,6 +531,7 @@ def test_to_dict_has_the_public_shape_and_is_strict_json() -> None:
         "effect_floor",
         "psi",
         "drifted",
+        "severity",
         "n_reference",
         "n_current",
     ]
@@ -479,12 +575,12 @@ def test_branch_and_bound_ks_statistic_equals_scipy_exactly(
     a: list[float], b: list[float], step: int
 ) -> None:
     sa, sb = np.sort(np.array(a, dtype=np.float64)), np.sort(np.array(b, dtype=np.float64))
-    old = (drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP)
+    old = (closedloop_stats._KS_DIRECT_MAX_N, closedloop_stats._KS_GRID_STEP)
     try:
-        drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP = 0, step
-        d = drift.ks_sorted(sa, sb)
+        closedloop_stats._KS_DIRECT_MAX_N, closedloop_stats._KS_GRID_STEP = 0, step
+        d = closedloop_stats.ks_sorted(sa, sb)
     finally:
-        drift._KS_DIRECT_MAX_N, drift._KS_GRID_STEP = old
+        closedloop_stats._KS_DIRECT_MAX_N, closedloop_stats._KS_GRID_STEP = old
     # scipy rounds D to the lattice h / lcm(n, m) in its exact branch: equal up to rounding
     with warnings.catch_warnings():  # scipy warns about its own p-value on tiny samples
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -500,8 +596,37 @@ def test_report_says_which_method_ran_and_round_trips_it() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# KS and chi-square tails without scipy.stats (closedloop.domain.ksdist)
+# KS and chi-square tails without scipy.stats (closedloop.domain.checks.stats)
 # --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "m"), [(4, 7), (9, 6), (30, 45), (61, 100), (128, 96), (333, 200)])
+@pytest.mark.parametrize("shift", [0.0, 0.4, 1.5])
+def test_exact_ks_p_value_for_unequal_sizes_is_scipys_to_the_last_bit(
+    n: int, m: int, shift: float
+) -> None:
+    rng = np.random.default_rng(n * m)
+    for ties in (False, True):
+        a, b = rng.normal(0.0, 1.0, n), rng.normal(shift, 1.0, m)
+        if ties:
+            a, b = np.round(a), np.round(b)
+        expected = stats.ks_2samp(a, b, method="exact")
+        d, p = closedloop_stats.ks_two_sample_p(n, m, float(expected.statistic))
+        assert d == expected.statistic
+        assert p == expected.pvalue
+
+
+def test_the_statistics_use_no_private_scipy_api() -> None:
+    tree = ast.parse(Path(closedloop_stats.__file__).read_text(encoding="utf-8"))
+    imported = [
+        f"{node.module}.{alias.name}" if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    scipy_names = [name for name in imported if name.startswith("scipy")]
+    assert scipy_names == ["scipy.stats.kstwo"]
+    assert all(not part.startswith("_") for name in scipy_names for part in name.split("."))
 
 
 @pytest.mark.parametrize("n", [141, 500, 4421, 50_000, 250_000])
@@ -510,23 +635,24 @@ def test_kolmogorov_tail_equals_scipy_kstwo_in_every_regime(n: int, nx2: float) 
     # n * x^2 below 2.2: 1 - cdf (Durbin matrix or Pelz-Good); above: 2 * smirnov(n, x)
     x = math.sqrt(nx2 / n)
     expected = float(stats.kstwo.sf(x, n))
-    assert ksdist.kolmogorov_sf(n, x) == pytest.approx(expected, rel=1e-8, abs=1e-300)
+    assert closedloop_stats.kolmogorov_sf(n, x) == pytest.approx(expected, rel=1e-8, abs=1e-300)
 
 
 @pytest.mark.parametrize("n", [3, 20, 140])
 def test_kolmogorov_tail_for_small_n_equals_scipy(n: int) -> None:
     for x in np.linspace(0.01, 0.99, 25):
         expected = float(stats.kstwo.sf(x, n))
-        assert ksdist.kolmogorov_sf(n, float(x)) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+        got = closedloop_stats.kolmogorov_sf(n, float(x))
+        assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
 @pytest.mark.parametrize("dof", [1, 2, 3, 4, 9, 48, 49, 999, 1000])
 def test_chi2_tail_equals_scipy_deep_into_the_tail(dof: int) -> None:
     for statistic in [1e-3, 0.5, 3.0, 30.0, 300.0, 1500.0, 5000.0]:
         expected = float(stats.chi2.sf(statistic, dof))
-        got = ksdist.chi2_sf(statistic, dof)
+        got = closedloop_stats.chi2_sf(statistic, dof)
         assert got == pytest.approx(expected, rel=1e-9, abs=1e-300)
-    assert ksdist.chi2_sf(0.0, dof) == 1.0
+    assert closedloop_stats.chi2_sf(0.0, dof) == 1.0
 
 
 def test_distances_come_from_the_tests_own_sorts_and_counts() -> None:
@@ -554,4 +680,5 @@ def test_distances_come_from_the_tests_own_sorts_and_counts() -> None:
     )
     c = report.column("c")
     assert c.js == pytest.approx(float(js_distance(table.iloc[:, 0], table.iloc[:, 1])))
-    assert report.to_dict()["columns"][0]["wasserstein"] == x.wasserstein
+    body = {c["column"]: c for c in report.to_dict()["columns"]}
+    assert body["x"]["wasserstein"] == x.wasserstein

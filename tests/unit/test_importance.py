@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from closedloop.domain.assessment import assess
-from closedloop.domain.drift import DriftReport
-from closedloop.domain.importance import permutation_importance
+from closedloop.domain.checks.assessment import assess
+from closedloop.domain.checks.drift import DriftReport
+from closedloop.domain.checks.importance import permutation_importance
 from closedloop.errors import InvalidInputError
 
 

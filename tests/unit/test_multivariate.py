@@ -1,4 +1,4 @@
-"""Specification of closedloop.domain.multivariate: domain-classifier drift with a DeLong CI."""
+"""Specification of closedloop.domain.checks.multivariate: domain-classifier drift, DeLong CI."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from closedloop.domain.multivariate import delong_auc, domain_classifier_drift
+from closedloop.domain.checks.multivariate import delong_auc, domain_classifier_drift
 from closedloop.errors import InvalidInputError, SchemaError
 
 

@@ -1,4 +1,4 @@
-"""Specification of closedloop.domain.profiles: kinds, profiling, serialisation and merging."""
+"""Specification of closedloop.domain.checks.profiles: kinds, profiling, serialisation, merging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop.domain.profiles import (
+from closedloop.domain.checks.profiles import (
     MAX_PROFILE_CATEGORIES,
     OTHER,
     Profile,

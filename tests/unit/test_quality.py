@@ -1,4 +1,4 @@
-"""Specification of closedloop.domain.quality: per-column data-quality signals and flags."""
+"""Specification of closedloop.domain.checks.quality: per-column data-quality signals and flags."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from closedloop.domain.quality import (
+from closedloop.domain.checks.quality import (
     data_quality,
     out_of_range_p_value,
     two_proportion_p_values,

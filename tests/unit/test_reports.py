@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from tests.support import features, fit_model, loans
 
-from closedloop.domain.drift import DriftReport, compare_frames
+from closedloop.domain.checks.drift import DriftReport, compare_frames, rank_key
 from closedloop.domain.simulate import LoanSimulator
 from closedloop.errors import InvalidInputError, NotFoundError
 from closedloop.reports import render_drift_report, render_model_report
@@ -164,6 +164,22 @@ def test_the_page_parses_and_holds_summary_plots_and_table(
         assert cells[6] == f"{column.threshold:.4g}"
         assert cells[8] == f"{column.effect_floor:.4g}"
         assert cells[10] == ("yes" if column.drifted else "no")
+        assert cells[11] == column.severity
+    assert list(page.rows) == [c.column for c in sorted(report.columns, key=rank_key)]
+
+
+def test_minor_columns_are_marked_in_the_table_and_named_in_the_summary(
+    frames: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    report = compare_frames(*frames, ks_floor=0.99, chi2_floor=0.99)  # every change is minor
+    assert not report.drifted and report.minor_columns
+    text = render_drift_report(report, *frames, title="loans v1")
+    page = Page(text)
+    for name in report.minor_columns:
+        assert page.rows[name][11] == "minor"
+        assert f'<tr class="minor" data-column="{name}">' in text
+    assert "<dt>Minor columns</dt>" in text
+    assert list(page.rows)[: len(report.minor_columns)] == report.minor_columns
 
 
 def test_the_page_is_self_contained(

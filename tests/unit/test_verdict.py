@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop.domain.assessment import assess
-from closedloop.domain.drift import DriftReport
-from closedloop.domain.verdict import estimate_disagreements, verdict_reasons
+from closedloop.domain.checks.assessment import assess
+from closedloop.domain.checks.drift import DriftReport
+from closedloop.domain.checks.verdict import estimate_disagreements, verdict_reasons
 
 
 def correlated(rho: float, seed: int, n: int = 4000) -> pd.DataFrame:

@@ -73,10 +73,11 @@ def _options(
 
 
 def _print_report(report: Any, title: str, outputs: dict[str, Any] | None = None) -> None:
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
+    marks = {"drift": "DRIFT", "minor": "minor", "stable": "stable"}
     rows = []
-    for c in report.columns:
+    for c in report.columns:  # ranked: drift, minor, stable; largest effect first
         rows.append(
             (
                 c.column,
@@ -84,11 +85,13 @@ def _print_report(report: Any, title: str, outputs: dict[str, Any] | None = None
                 c.test,
                 _num(c.statistic),
                 _num(c.p_value),
-                _num(getattr(c, "p_value_adjusted", None)),
-                "DRIFT" if c.drifted else "ok",
+                _num(c.p_value_adjusted),
+                f"{_num(c.effect_size)} / {_num(c.effect_floor)}",
+                marks[c.severity],
             )
         )
-    table(title, ["column", "kind", "test", "statistic", "p-value", "adjusted", "verdict"], rows)
+    head = ["column", "kind", "test", "statistic", "p-value", "adjusted", "effect / floor"]
+    table(title, [*head, "severity"], rows)
     reasons = verdict_reasons(report, outputs)
     size = f"reference {report.n_reference} rows, current {report.n_current} rows"
     if report.drifted:
@@ -97,12 +100,17 @@ def _print_report(report: Any, title: str, outputs: dict[str, Any] | None = None
         say(f"({size})")
     else:
         say(f"no drift in {len(report.columns)} columns ({size})")
+    if report.minor_columns:
+        say(
+            f"minor: {', '.join(report.minor_columns)} (significant after the correction but "
+            "below the effect floor; not counted)"
+        )
     for reason in (r for r in reasons if not r.counted):
         say(f"note: {reason.text}")
 
 
 def _reasons(report: Any, outputs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     return [r.to_dict() for r in verdict_reasons(report, outputs)]
 
@@ -162,8 +170,10 @@ def drift_cmd(
 
     Numeric columns: Kolmogorov-Smirnov (PSI, Wasserstein and Jensen-Shannon distances
     reported); categorical: chi-square (PSI, Jensen-Shannon, total variation, unseen categories).
-    P-values are corrected across columns. A domain classifier tests joint drift; data-quality
-    signals are reported. Exits 1 when drift is found, 0 when not, 2 on error.
+    P-values are corrected across columns. Each column is DRIFT (significant, effect at or above
+    its floor), minor (significant, below the floor: reported, never an alarm) or stable; columns
+    are listed most severe and largest effect first. A domain classifier tests joint drift;
+    data-quality signals are reported. Exits 1 when drift is found, 0 when not, 2 on error.
     """
     from dataclasses import replace
 

@@ -5,8 +5,8 @@
 
 ``policy``
     the policy under test (:class:`BacktestPolicy`): the drift check of each window against the
-    serving model's training reference (:func:`closedloop.domain.assessment.assess`, the check
-    ``closedloop drift`` and ``monitor`` run, with the same defaults), the monitor policy
+    serving model's training reference (:func:`closedloop.domain.checks.assessment.assess`, the
+    check ``closedloop drift`` and ``monitor`` run, with the same defaults), the monitor policy
     (:func:`closedloop.domain.policy.decide`: persistence and cooldown, the window end as the
     clock, the streak per version), the triggers (a drift alert when ``on_drift``, cron fire
     times within the window, a realised or estimated performance drop), and on a trigger a
@@ -52,7 +52,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pandas as pd
 
-from closedloop.domain.drift import DEFAULT_ALPHA, Correction
+from closedloop.domain.checks.drift import DEFAULT_ALPHA, Correction
 from closedloop.domain.gate import GateDecision, GateRules
 from closedloop.domain.metrics import Outputs, check_metric, higher_is_better, score_outputs
 from closedloop.domain.policy import CheckOutcome, MonitorPolicy, PolicyDecision, decide
@@ -713,7 +713,7 @@ def drift_check(
     """The monitor's drift check (``assess`` with its defaults; the data-quality signals,
     which do not count in the verdict, are skipped): ``(drifted, drifted columns,
     multivariate verdict)``."""
-    from closedloop.domain.assessment import assess
+    from closedloop.domain.checks.assessment import assess
 
     report = assess(
         reference, current, alpha=policy.alpha, correction=policy.correction, quality=False

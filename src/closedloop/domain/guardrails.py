@@ -57,7 +57,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from closedloop.domain.drift import chi2_homogeneity, ks_p_values, ks_sorted, sorted_finite
+from closedloop.domain.checks.stats import chi2_homogeneity, ks_p_values, ks_sorted, sorted_finite
 from closedloop.domain.metrics import check_metric, higher_is_better, score
 from closedloop.errors import InvalidInputError
 

@@ -1,8 +1,8 @@
 """Self-contained HTML drift reports: one file that opens offline, in any browser.
 
-:func:`render_drift_report` renders one :class:`~closedloop.domain.drift.DriftReport` with the
-frames it compared; :func:`render_model_report` renders a model's latest recorded check with
-its recent history, loading everything from the workspace.
+:func:`render_drift_report` renders one :class:`~closedloop.domain.checks.drift.DriftReport`
+with the frames it compared; :func:`render_model_report` renders a model's latest recorded check
+with its recent history, loading everything from the workspace.
 
 The page embeds plotly.js once (from the installed ``plotly`` wheel: 4.8 MB, packed with gzip
 and base64 to ~2 MB and unpacked by the browser's ``DecompressionStream``) and references nothing
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from closedloop.domain.drift import ColumnDrift, DriftReport
-from closedloop.domain.profiles import NULL_LABEL
+from closedloop.domain.checks.drift import ColumnDrift, DriftReport
+from closedloop.domain.checks.profiles import NULL_LABEL
 from closedloop.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ dl.summary dt { color: #555; } dl.summary dd { margin: 0; }
 table { border-collapse: collapse; font-size: .9rem; } th, td { padding: .3rem .6rem;
         border-bottom: 1px solid #eee; text-align: right; } th { background: #f6f6f6; }
 td.name, th.name, td.text { text-align: left; } tr.drifted td { background: #fff4f4; }
+tr.minor td { background: #fffbea; }
 .plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1rem; }
 .plot { min-height: 320px; } .note { color: #666; font-size: .9rem; }
 """
@@ -552,7 +553,7 @@ def _performance_figure(performance: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     n_columns = len(report.columns)
     if report.drifted:
@@ -569,6 +570,15 @@ def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame
         ("Share drifted", f"{report.share_drifted:.0%}"),
         ("Drifted columns", drifted),
     ]
+    if report.minor_columns:
+        minor = ", ".join(f"<code>{_esc(c)}</code>" for c in report.minor_columns)
+        items.append(
+            (
+                "Minor columns",
+                f'{minor} <span class="note">(significant after the correction but below the '
+                "effect floor; not counted)</span>",
+            )
+        )
     if len(reference) != report.n_reference or len(current) != report.n_current:
         items.append(
             (
@@ -583,7 +593,7 @@ def _summary(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame
 
 def _why(report: DriftReport, outputs: Mapping[str, Any] | None) -> str:
     """The "Why" section: each signal that fired, whether it counts in the verdict."""
-    from closedloop.domain.verdict import verdict_reasons
+    from closedloop.domain.checks.verdict import verdict_reasons
 
     reasons = verdict_reasons(report, outputs)
     counted = [r for r in reasons if r.counted]
@@ -628,6 +638,7 @@ _TABLE_HEAD = (
     "effect floor",
     "PSI",
     "drifted",
+    "severity",
     "note",
 )
 
@@ -654,9 +665,10 @@ def _table(report: DriftReport) -> str:
             f"<td>{_num(c.effect_floor)}</td>",
             f"<td>{_num(c.psi)}</td>",
             f"<td>{'yes' if c.drifted else 'no'}</td>",
+            f'<td class="text">{c.severity}</td>',
             f'<td class="text">{_esc(note)}</td>',
         ]
-        css = ' class="drifted"' if c.drifted else ""
+        css = {"drift": ' class="drifted"', "minor": ' class="minor"', "stable": ""}[c.severity]
         rows.append(f'<tr{css} data-column="{_esc(c.column)}">{"".join(cells)}</tr>')
     return (
         f'<table id="columns"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'

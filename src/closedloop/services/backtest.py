@@ -36,7 +36,7 @@ from closedloop.domain.backtest import (
     plan_windows,
     replay,
 )
-from closedloop.domain.drift import CORRECTIONS
+from closedloop.domain.checks.drift import CORRECTIONS
 from closedloop.domain.gate import GateRules
 from closedloop.domain.model import check_model
 from closedloop.domain.policy import MonitorPolicy, format_duration

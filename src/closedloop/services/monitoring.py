@@ -19,8 +19,8 @@ from closedloop.errors import ConflictError, InvalidInputError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from closedloop.domain.drift import DriftReport
-    from closedloop.domain.verdict import Reason
+    from closedloop.domain.checks.drift import DriftReport
+    from closedloop.domain.checks.verdict import Reason
     from closedloop.services.workspace import Workspace
 
 
@@ -41,7 +41,7 @@ class DriftOptions:
 
 
 def compare(reference: pd.DataFrame, current: pd.DataFrame, options: DriftOptions) -> DriftReport:
-    from closedloop.domain.assessment import assess
+    from closedloop.domain.checks.assessment import assess
 
     if options.correction not in ("bonferroni", "bh"):
         raise InvalidInputError(
@@ -80,7 +80,7 @@ def version_importance(ws: Workspace, model: str, number: int) -> dict[str, floa
 
 
 def _version_importance(ws: Workspace, model: str, number: int) -> dict[str, float]:
-    from closedloop.domain.importance import permutation_importance
+    from closedloop.domain.checks.importance import permutation_importance
     from closedloop.services import registry
 
     evaluation = registry.load_evaluation(ws, model, number)
@@ -104,11 +104,11 @@ def drift_files(
     """Compare two data files (parquet or csv).
 
     ``stream=False`` reads both files into memory and runs the exact tests
-    (:func:`~closedloop.domain.drift.compare_frames`, report ``method="exact"``). ``stream=True``
-    streams them in record batches into KLL sketches
-    (:func:`~closedloop.domain.drift.compare_sketches`, ``method="sketch"``, memory bounded by
-    the sketch size). ``None`` (default) streams when ``CLOSEDLOOP_DRIFT_STREAM`` is ``1``
-    (``0`` forces the exact path) or when the two files together are larger than
+    (:func:`~closedloop.domain.checks.drift.compare_frames`, report ``method="exact"``).
+    ``stream=True`` streams them in record batches into KLL sketches
+    (:func:`~closedloop.domain.checks.sketches.compare_sketches`, ``method="sketch"``, memory
+    bounded by the sketch size). ``None`` (default) streams when ``CLOSEDLOOP_DRIFT_STREAM`` is
+    ``1`` (``0`` forces the exact path) or when the two files together are larger than
     :data:`STREAM_FILE_FRACTION` of the available memory (in-memory data is several times
     larger than compressed files).
     """
@@ -159,9 +159,8 @@ def _drift_files_streaming(
 ) -> DriftReport:
     import pyarrow as pa
 
-    from closedloop.domain.drift import compare_sketches
-    from closedloop.domain.profiles import ColumnKind
-    from closedloop.domain.sketches import TableSketch
+    from closedloop.domain.checks.profiles import ColumnKind
+    from closedloop.domain.checks.sketches import TableSketch, compare_sketches
     from closedloop.errors import SchemaError
     from closedloop.storage.datafiles import iter_batches
 
@@ -203,7 +202,7 @@ def _drift_files_streaming(
     )
     if options.weights is None:
         return report
-    from closedloop.domain.assessment import weighted_verdict
+    from closedloop.domain.checks.assessment import weighted_verdict
 
     return weighted_verdict(report, options.weights, options.min_weighted_share)
 
@@ -258,8 +257,9 @@ class CheckResult:
     """The check's number among the model's checks (1, 2, 3 …); ``id`` is unique in the store."""
 
     def reasons(self) -> list[Reason]:
-        """Why the verdict is what it is (:func:`closedloop.domain.verdict.verdict_reasons`)."""
-        from closedloop.domain.verdict import verdict_reasons
+        """Why the verdict is what it is
+        (:func:`closedloop.domain.checks.verdict.verdict_reasons`)."""
+        from closedloop.domain.checks.verdict import verdict_reasons
 
         return verdict_reasons(self.report, self.outputs)
 

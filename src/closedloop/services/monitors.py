@@ -12,9 +12,9 @@
 3. :func:`closedloop.domain.policy.decide` applies the :class:`MonitorPolicy` (persistence,
    cooldown, the policy's own ``min_rows``) with the injected clock ``now``;
 4. when it alerts, a ``monitor.alert`` event is recorded with payload ``check_id``,
-   ``drifted_columns``, ``reasons`` (:func:`closedloop.domain.verdict.verdict_reasons`: why the
-   window drifted), ``consecutive``, ``reason`` (the policy's) and the ``policy``; its ``ts`` is
-   ``now()``.
+   ``drifted_columns``, ``reasons`` (:func:`closedloop.domain.checks.verdict.verdict_reasons`:
+   why the window drifted), ``consecutive``, ``reason`` (the policy's) and the ``policy``; its
+   ``ts`` is ``now()``.
 
 Steps 2-4 run in one write transaction (``BEGIN IMMEDIATE`` on SQLite, the model row locked on
 PostgreSQL), so two monitors of one model racing do not both alert. The streak and the cooldown

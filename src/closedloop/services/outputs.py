@@ -117,7 +117,7 @@ def _typed(
 
 
 def _column_drift(reference: pd.DataFrame, current: pd.DataFrame, name: str) -> dict[str, Any]:
-    from closedloop.domain.drift import compare_frames
+    from closedloop.domain.checks.drift import compare_frames
 
     report = compare_frames(reference, current, columns=[name])
     item = report.columns[0].to_dict()

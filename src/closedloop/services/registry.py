@@ -223,8 +223,8 @@ def register_version(
     """
     import json
 
+    from closedloop.domain.checks.profiles import profile_frame
     from closedloop.domain.model import ensure_model
-    from closedloop.domain.profiles import profile_frame
     from closedloop.domain.signature import infer_signature, infer_target
 
     check_model_name(model)

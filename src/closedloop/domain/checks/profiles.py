@@ -9,7 +9,7 @@ Per column (see :class:`ColumnProfile`):
   (sample standard deviation, ``ddof=1``; ``0.0`` for a single value), 101 ``quantiles`` at
   probabilities ``0.00, 0.01, ..., 1.00`` (numpy's default "linear" interpolation), and a
   ``histogram`` of the column on the reference-quantile bins used for PSI by
-  :mod:`closedloop.domain.drift` (interior ``bin_edges`` at the deciles, duplicates removed,
+  :mod:`closedloop.domain.checks.drift` (interior ``bin_edges`` at the deciles, duplicates removed,
   bins closed on the right: ``(-inf, e1], (e1, e2], ..., (e_k, inf)``);
 * categorical columns: ``counts`` of the 1000 most frequent non-null categories (keys are
   ``str(value)``), with every other category summed under ``"<other>"``.
@@ -17,7 +17,7 @@ Per column (see :class:`ColumnProfile`):
 Non-finite numbers (``inf``/``-inf``) are treated like nulls throughout closedloop's statistics.
 
 This module also owns the decision of a column's *kind* (:func:`column_kind`), shared with
-:mod:`closedloop.domain.drift` so that profiles and drift reports always agree.
+:mod:`closedloop.domain.checks.drift` so that profiles and drift reports always agree.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ _QUANTILE_PROBS = np.linspace(0.0, 1.0, QUANTILE_POINTS)
 
 
 # --------------------------------------------------------------------------------------------
-# Shared helpers (also used by closedloop.domain.drift)
+# Shared helpers (also used by closedloop.domain.checks.drift)
 # --------------------------------------------------------------------------------------------
 
 

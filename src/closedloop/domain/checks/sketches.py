@@ -24,7 +24,7 @@ KS from sketches (:func:`sketch_ks`)
     for ``k = 2000``), and ``eps = 0`` for a sketch still in exact mode (fewer than ``k``
     values). The bound is probabilistic (KLL compaction is randomised), not worst case. The
     p-value is ``scipy.stats.ks_2samp``'s, computed from ``D_sketch`` and the exact sample
-    sizes (:func:`closedloop.domain.drift.ks_p_values`).
+    sizes (:func:`closedloop.domain.checks.stats.ks_p_values`).
 
 PSI from sketches (:func:`sketch_psi`)
     The bins are the reference sketch's deciles; bin masses are read from both sketches' CDFs.
@@ -44,7 +44,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketches import kll_doubles_sketch
 
-from closedloop.domain.profiles import NULL_LABEL, ColumnKind
+from closedloop.domain.checks.drift import (
+    CORRECTIONS,
+    DEFAULT_ALPHA,
+    DEFAULT_CHI2_FLOOR,
+    DEFAULT_KS_FLOOR,
+    ColumnDrift,
+    Correction,
+    DriftReport,
+    _categorical_from_counts,
+    _check_float,
+    _verdict,
+)
+from closedloop.domain.checks.profiles import NULL_LABEL, ColumnKind
+from closedloop.domain.checks.stats import ks_p_values, psi
 from closedloop.errors import InvalidInputError, SchemaError
 
 DEFAULT_K = 2000
@@ -232,8 +245,6 @@ class TableSketch:
 def sketch_ks(reference: NumericSketch, current: NumericSketch) -> tuple[float, float, float]:
     """``(D_sketch, p_value, error_bound)`` between two non-empty numeric sketches (module
     docstring: ``|D_sketch - D_exact| <= error_bound = eps_ref + eps_cur``)."""
-    from closedloop.domain.drift import ks_p_values
-
     if reference.count == 0 or current.count == 0:
         raise InvalidInputError("KS needs at least one value in each sketch.")
     points = np.union1d(reference.items(), current.items())
@@ -244,13 +255,98 @@ def sketch_ks(reference: NumericSketch, current: NumericSketch) -> tuple[float, 
 
 def sketch_psi(reference: NumericSketch, current: NumericSketch, bins: int = 10) -> float:
     """PSI on the reference sketch's quantile bins (``(-inf, e1], ..., (e_k, inf)``)."""
-    from closedloop.domain.drift import psi
-
     probs = np.linspace(0.0, 1.0, bins + 1)[1:-1]
     edges = np.unique(np.asarray(reference.kll.get_quantiles(probs.tolist()), dtype=np.float64))
     ref = np.diff(np.concatenate([[0.0], reference.cdf(edges), [1.0]]))
     cur = np.diff(np.concatenate([[0.0], current.cdf(edges), [1.0]]))
     return psi(np.maximum(ref, 0.0), np.maximum(cur, 0.0))
+
+
+def compare_sketches(
+    reference: TableSketch,
+    current: TableSketch,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    correction: Correction = "bonferroni",
+    psi_bins: int = 10,
+    ks_floor: float = DEFAULT_KS_FLOOR,
+    chi2_floor: float = DEFAULT_CHI2_FLOOR,
+) -> DriftReport:
+    """Drift report from two :class:`TableSketch` (the streaming
+    path, ``method="sketch"``). Numeric columns: KS ``D`` and its p-value from the KLL sketches
+    with a per-column ``error_bound`` on ``|D - D_exact|``; categorical columns: the exact
+    chi-square test on the exact counts. Same correction and effect-size floors as
+    :func:`~closedloop.domain.checks.drift.compare_frames`. Both sketches must have the same
+    columns and kinds."""
+    alpha = _check_float(alpha, "alpha", low=0.0, high=1.0, closed=False)
+    ks_floor = _check_float(ks_floor, "ks_floor", low=0.0, high=1.0, closed=True)
+    chi2_floor = _check_float(chi2_floor, "chi2_floor", low=0.0, high=1.0, closed=True)
+    if correction not in CORRECTIONS:
+        raise InvalidInputError(
+            f"correction must be one of {list(CORRECTIONS)}. Got {correction!r} instead."
+        )
+    if reference.kinds != current.kinds:
+        raise SchemaError(
+            "The reference and current sketches have different columns or kinds: "
+            f"{reference.kinds} and {current.kinds}."
+        )
+    if reference.n_rows == 0 or current.n_rows == 0:
+        raise InvalidInputError("drift needs at least one row in each window.")
+    ordered = []
+    for name, ref in reference.columns.items():
+        cur = current.columns[name]
+        if isinstance(ref, NumericSketch) and isinstance(cur, NumericSketch):
+            a, b = ref.count, cur.count
+            if a == 0 or b == 0:
+                side = "reference" if a == 0 else "current"
+                note = f"no non-null finite values in the {side} window; not tested"
+                ordered.append(
+                    ColumnDrift(
+                        name,
+                        "numeric",
+                        "ks",
+                        None,
+                        None,
+                        None,
+                        alpha,
+                        ks_floor,
+                        None,
+                        False,
+                        a,
+                        b,
+                        note=note,
+                    )
+                )
+                continue
+            d, p, bound = sketch_ks(ref, cur)
+            ordered.append(
+                ColumnDrift(
+                    column=name,
+                    kind="numeric",
+                    test="ks",
+                    statistic=d,
+                    p_value=p,
+                    p_value_adjusted=None,
+                    threshold=alpha,
+                    effect_floor=ks_floor,
+                    psi=sketch_psi(ref, cur, psi_bins),
+                    drifted=False,
+                    n_reference=a,
+                    n_current=b,
+                    error_bound=bound,
+                )
+            )
+        else:
+            ordered.append(
+                _categorical_from_counts(
+                    pd.Series(cast(Any, ref).counts, dtype=np.float64),
+                    pd.Series(cast(Any, cur).counts, dtype=np.float64),
+                    name,
+                    alpha,
+                    chi2_floor,
+                )
+            )
+    return _verdict(ordered, reference.n_rows, current.n_rows, alpha, correction, "sketch")
 
 
 def _float_array(column: Any) -> np.ndarray:
@@ -277,6 +373,7 @@ __all__ = [
     "ColumnSketch",
     "NumericSketch",
     "TableSketch",
+    "compare_sketches",
     "sketch_ks",
     "sketch_psi",
 ]

@@ -1,7 +1,7 @@
 """The full drift assessment of a window: per-column tests plus effect sizes, a multivariate
 domain classifier and data-quality signals, in one :class:`~.drift.DriftReport`.
 
-* Per-column tests, correction and floors: :func:`closedloop.domain.drift.compare_frames`.
+* Per-column tests, correction and floors: :func:`closedloop.domain.checks.drift.compare_frames`.
 * Effect sizes reported beside each test: normalised Wasserstein distance and Jensen-Shannon
   distance for numeric columns, Jensen-Shannon distance for categorical ones, computed by
   :func:`~.drift.compare_frames` from the sorted columns and bin counts its tests already made
@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from closedloop.domain.drift import DEFAULT_ALPHA, Correction, DriftReport, compare_frames
+from closedloop.domain.checks.drift import DEFAULT_ALPHA, Correction, DriftReport, compare_frames
 
 CLASSIFIER_ROWS = 5_000
 
@@ -79,7 +79,7 @@ def assess(
         report.multivariate = result
         drifted = drifted or bool(result.get("drifted"))
     if quality:
-        from closedloop.domain.quality import data_quality
+        from closedloop.domain.checks.quality import data_quality
 
         checked = data_quality(
             reference,
@@ -101,7 +101,7 @@ def weighted_verdict(
 
     Columns without a weight weigh 0 (they are listed under ``unweighted``).
     """
-    from closedloop.domain.distances import feature_weighted_share
+    from closedloop.domain.checks.distances import feature_weighted_share
 
     flags = {c.column: c.drifted for c in report.columns}
     known = {c: float(weights[c]) for c in flags if c in weights}
@@ -124,7 +124,7 @@ def _multivariate(
     forced: list[str],
     seed: int,
 ) -> dict[str, Any]:
-    from closedloop.domain.multivariate import domain_classifier_drift
+    from closedloop.domain.checks.multivariate import domain_classifier_drift
 
     per_side = min(len(reference), len(current), CLASSIFIER_ROWS)
     margin = max(0.02, 1.5 / math.sqrt(max(per_side, 1)))

@@ -1,7 +1,7 @@
 """Why a window's verdict is what it is: every signal that fired, and whether it counts.
 
 A check's dataset verdict (``DriftReport.drifted``) can be made by several signals
-(:func:`closedloop.domain.assessment.assess`); a person reading "DRIFT" must see which one.
+(:func:`closedloop.domain.checks.assessment.assess`); a person reading "DRIFT" must see which one.
 :func:`verdict_reasons` turns a stored report (and a monitor's outputs) into
 :class:`Reason` items, the ones that count first:
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from closedloop.domain.drift import DriftReport
+from closedloop.domain.checks.drift import DriftReport
 
 Signal = Literal["columns", "joint", "quality", "prediction", "performance"]
 

@@ -9,14 +9,14 @@ AUC is 0.5; an AUC reliably above 0.5 means the joint distribution moved.
 Procedure
     1. Balanced, seeded subsample: ``n = min(len(reference), len(current), max_rows)`` rows
        drawn without replacement from each window (default ``max_rows = 20_000`` per side;
-       :func:`closedloop.domain.assessment.assess` uses 5,000), so the cost is bounded whatever
-       the window sizes.
+       :func:`closedloop.domain.checks.assessment.assess` uses 5,000), so the cost is bounded
+       whatever the window sizes.
     2. Features, binned to at most ``N_BINS`` (32) small integers, bin 0 meaning missing:
-       numeric columns (by :func:`closedloop.domain.profiles.column_kind` of the reference) at
-       the pooled subsample's quantiles (nulls and ``+-inf`` missing; non-numeric current values
-       parse with ``pd.to_numeric(errors="coerce")``, i.e. become missing: the quality checks
-       report them); categorical columns by category, most frequent first in the pooled
-       subsample, the rarest sharing the last bin. Binning uses no labels.
+       numeric columns (by :func:`closedloop.domain.checks.profiles.column_kind` of the
+       reference) at the pooled subsample's quantiles (nulls and ``+-inf`` missing; non-numeric
+       current values parse with ``pd.to_numeric(errors="coerce")``, i.e. become missing: the
+       quality checks report them); categorical columns by category, most frequent first in the
+       pooled subsample, the rarest sharing the last bin. Binning uses no labels.
     3. ``n_splits``-fold (default 2) stratified cross-validation of a small gradient-boosted
        classifier written in numpy (:class:`_Booster`: ``max_iter`` (default 20) depth-4 trees,
        learning rate 0.3, logistic loss, Newton leaves with L2 = 1; numeric splits at a bin
@@ -74,7 +74,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from closedloop.domain.profiles import column_kind
+from closedloop.domain.checks.profiles import column_kind
 from closedloop.errors import InvalidInputError, SchemaError
 
 DEFAULT_MAX_ROWS = 20_000

@@ -2,7 +2,7 @@
 
 :func:`compare_frames` tests every column and returns a :class:`DriftReport`.
 
-Numeric columns (integer/float dtypes, see :func:`closedloop.domain.profiles.column_kind`)
+Numeric columns (integer/float dtypes, see :func:`closedloop.domain.checks.profiles.column_kind`)
     Two-sample Kolmogorov-Smirnov test. Each side of a column is sorted once (finite values
     only; columns run on a small thread pool) and ``D`` is found on the two sorted arrays
     (:func:`ks_sorted`); the same sorted arrays give the PSI bins and, with
@@ -11,8 +11,8 @@ Numeric columns (integer/float dtypes, see :func:`closedloop.domain.profiles.col
     samples have at most 10,000 values (falling back to the asymptotic one where scipy's exact
     computation fails, as scipy does, but without its warning), otherwise
     ``scipy.stats.kstwo.sf(D, round(n*m/(n+m)))``, computed with the same algorithms in
-    :mod:`closedloop.domain.ksdist` (no ``scipy.stats`` import, ~0.5 s, except for the rare
-    unequal-size exact case). Nulls and +-inf are dropped per column.
+    :mod:`closedloop.domain.checks.stats` (no ``scipy.stats`` import, ~0.5 s). Nulls and +-inf
+    are dropped per column.
     Also reported: ``psi``, the Population Stability Index on ``psi_bins`` reference-quantile
     bins (see :func:`psi`).
 
@@ -46,9 +46,19 @@ Effect-size floor
     floor, so it is never flagged even if its p-value happens to be small. Pass ``ks_floor=0`` and
     ``chi2_floor=0`` for a pure significance test.
 
+Severity per column
+    ``drift``: drifted (significant and at or above the effect floor). ``minor``: significant
+    after the correction but below the effect floor, a real but small change (typical of large
+    windows); it is reported, never an alarm. ``stable``: not significant (or not tested).
+
+Ranking
+    Every report lists its columns drift first, then minor, then stable, and within each by
+    effect size relative to its floor, largest first (:func:`rank_key`; ties keep the input
+    order), so the first rows of any output are the columns to look at.
+
 Dataset verdict
     ``drifted`` is true when any column is drifted; ``share_drifted`` is the fraction of the
-    compared columns that are drifted.
+    compared columns that are drifted. Minor columns never make a report drifted.
 """
 
 from __future__ import annotations
@@ -59,13 +69,12 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 
-from closedloop.domain.ksdist import chi2_sf, ks_two_sample_p
-from closedloop.domain.profiles import (
+from closedloop.domain.checks.profiles import (
     NULL_LABEL,
     ColumnKind,
     bin_counts,
@@ -73,33 +82,34 @@ from closedloop.domain.profiles import (
     forced_categorical,
     psi_edges,
 )
+from closedloop.domain.checks.stats import (
+    chi2_homogeneity,
+    ks_p_values,
+    ks_sorted,
+    psi,
+    sorted_finite,
+)
 from closedloop.errors import InvalidInputError, SchemaError
-
-if TYPE_CHECKING:
-    from closedloop.domain.sketches import TableSketch
 
 Correction = Literal["bonferroni", "bh"]
 CORRECTIONS: tuple[Correction, ...] = ("bonferroni", "bh")
+Severity = Literal["drift", "minor", "stable"]
+SEVERITIES: tuple[Severity, ...] = ("drift", "minor", "stable")
+"""Most severe first (module docstring)."""
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_KS_FLOOR = 0.05
 """Minimum KS statistic ``D`` for a numeric column to count as drifted (module docstring)."""
 DEFAULT_CHI2_FLOOR = 0.05
 """Minimum total variation distance for a categorical column to count as drifted."""
-PSI_EPS = 1e-4
-"""Bin frequencies below this are raised to it before computing PSI (no log of zero)."""
 MAX_UNSEEN_REPORTED = 20
 DISTANCE_POINTS = 20_000
 """Wasserstein distances of larger columns use this many evenly spaced order statistics per
-side (:func:`closedloop.domain.distances.wasserstein_sorted`)."""
+side (:func:`closedloop.domain.checks.distances.wasserstein_sorted`)."""
 _BLOCK_ELEMENTS = 1 << 21
 """Numeric columns are tested in tasks of at most this many pooled values (at least one column
 per task); several tasks run on a small thread pool (numpy sorts and searches release the GIL)."""
 _MAX_THREADS = 4
-_KS_DIRECT_MAX_N = 4096
-"""Pooled sizes up to this evaluate the KS ECDFs at every value; larger ones branch and bound."""
-_KS_GRID_STEP = 64
-"""Every this-many-th sorted value of each sample is a grid point of the KS branch and bound."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +152,23 @@ class ColumnDrift:
         """The quantity compared with ``effect_floor``: ``D`` (numeric) or TVD (categorical)."""
         return self.statistic if self.kind == "numeric" else self.tvd
 
+    @property
+    def relative_effect(self) -> float | None:
+        """``effect_size / effect_floor`` (1 at the floor); the effect size itself when the
+        floor is 0; ``None`` when the column was not tested."""
+        effect = self.effect_size
+        if effect is None:
+            return None
+        return effect / self.effect_floor if self.effect_floor > 0 else effect
+
+    @property
+    def severity(self) -> Severity:
+        """``"drift"``, ``"minor"`` (significant, below the effect floor) or ``"stable"``."""
+        if self.drifted:
+            return "drift"
+        adjusted = self.p_value_adjusted
+        return "minor" if adjusted is not None and adjusted < self.threshold else "stable"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (plain Python types, no NaN/inf)."""
         body: dict[str, Any] = {
@@ -155,6 +182,7 @@ class ColumnDrift:
             "effect_floor": float(self.effect_floor),
             "psi": _opt_float(self.psi),
             "drifted": bool(self.drifted),
+            "severity": self.severity,
             "n_reference": int(self.n_reference),
             "n_current": int(self.n_current),
         }
@@ -219,7 +247,7 @@ class DriftReport:
     quality: dict[str, Any] | None = None
     """Data-quality signals per column (:mod:`.quality`), when computed."""
     weighting: dict[str, Any] | None = None
-    """The importance-weighted verdict (:func:`closedloop.domain.assessment.assess`), when
+    """The importance-weighted verdict (:func:`closedloop.domain.checks.assessment.assess`), when
     weights were given: ``weights``, ``weighted_share``, ``min_weighted_share``, ``counts``."""
 
     @property
@@ -234,8 +262,13 @@ class DriftReport:
 
     @property
     def drifted_columns(self) -> list[str]:
-        """Names of the drifted columns, in report order."""
+        """Names of the drifted columns, in report order (largest relative effect first)."""
         return [column.column for column in self.columns if column.drifted]
+
+    @property
+    def minor_columns(self) -> list[str]:
+        """Names of the minor columns (significant, below the floor), in report order."""
+        return [column.column for column in self.columns if column.severity == "minor"]
 
     def column(self, name: str) -> ColumnDrift:
         """The result for column ``name`` (:class:`SchemaError` when it was not compared)."""
@@ -285,7 +318,7 @@ class DriftReport:
             n_current=int(_required(data, "n_current", "drift report")),
             alpha=float(data.get("alpha", DEFAULT_ALPHA)),
             correction=cast(Correction, correction),
-            columns=[ColumnDrift.from_dict(item) for item in items],
+            columns=sorted((ColumnDrift.from_dict(item) for item in items), key=rank_key),
             method="sketch" if data.get("method") == "sketch" else "exact",
             multivariate=data.get("multivariate"),
             quality=data.get("quality"),
@@ -296,6 +329,13 @@ class DriftReport:
 # --------------------------------------------------------------------------------------------
 # Public statistics helpers
 # --------------------------------------------------------------------------------------------
+
+
+def rank_key(column: ColumnDrift) -> tuple[int, float]:
+    """The order of columns in every report and output: severity (drift, minor, stable), then
+    the effect size relative to its floor, largest first (untested columns last)."""
+    effect = column.relative_effect
+    return SEVERITIES.index(column.severity), -effect if effect is not None else math.inf
 
 
 def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Correction) -> np.ndarray:
@@ -324,20 +364,6 @@ def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: Correction) 
     )
 
 
-def psi(reference_counts: np.ndarray, current_counts: np.ndarray, *, eps: float = PSI_EPS) -> float:
-    """Population Stability Index of two count vectors over the same bins.
-
-    ``PSI = sum((q - p) * ln(q / p))`` with ``p``/``q`` the reference/current bin frequencies,
-    each raised to at least ``eps`` (default 1e-4) so empty bins contribute a large but finite
-    term. Rule of thumb: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 major shift.
-    """
-    ref = np.asarray(reference_counts, dtype=np.float64)
-    cur = np.asarray(current_counts, dtype=np.float64)
-    p = np.maximum(ref / max(ref.sum(), 1.0), eps)
-    q = np.maximum(cur / max(cur.sum(), 1.0), eps)
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
 def ks_statistics(
     reference: np.ndarray, current: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -357,87 +383,6 @@ def ks_statistics(
         if a.size and b.size:
             d[j] = ks_sorted(a, b)
     return d, n1, n2
-
-
-def sorted_finite(values: np.ndarray) -> np.ndarray:
-    """The finite values of a 1-D array as a sorted float64 array (NaN and +-inf dropped)."""
-    column = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(column)
-    if not finite.all():
-        column = column[finite]  # a copy, sorted in place below
-        column.sort()
-        return column
-    return np.sort(column)
-
-
-def ks_sorted(a: np.ndarray, b: np.ndarray) -> float:
-    """The two-sample KS statistic ``D = sup_x |F_a(x) - F_b(x)|`` of two sorted, finite,
-    non-empty float arrays; bit-for-bit the value ``scipy.stats.ks_2samp`` computes.
-
-    The ECDFs are right-continuous, so ``D`` is attained at one of the pooled values ``x``
-    with ``F(x) = searchsorted(sorted, x, side="right") / n`` (exact for ties). Evaluating that
-    at all ``n + m`` values costs ``O((n + m) log(n + m))`` random memory accesses, so large
-    samples are searched branch-and-bound: both ECDFs are evaluated exactly at a grid of every
-    ``_KS_GRID_STEP``-th value of each sample, giving a lower bound ``L`` on ``D``; inside the
-    open interval between two grid values ``g < h`` both ECDFs are monotone, so
-    ``|F_a - F_b| <= max(F_a(h-) - F_b(g), F_b(h-) - F_a(g))``; only the few intervals whose
-    bound can exceed ``L`` are evaluated value by value. The result is exact, not approximate.
-    """
-    n1, n2 = a.size, b.size
-    step = _KS_GRID_STEP
-    if n1 + n2 <= _KS_DIRECT_MAX_N or step <= 1:
-        return max(_ks_at(a, a, b), _ks_at(b, a, b))
-    grid = np.unique(np.concatenate([a[::step], b[::step], a[-1:], b[-1:]]))
-    r1 = np.searchsorted(a, grid, side="right")
-    r2 = np.searchsorted(b, grid, side="right")
-    low = float(np.max(np.abs(r1 / n1 - r2 / n2)))
-    l1 = np.searchsorted(a, grid[1:], side="left")
-    l2 = np.searchsorted(b, grid[1:], side="left")
-    upper = np.maximum(l1 / n1 - r2[:-1] / n2, l2 / n2 - r1[:-1] / n1)
-    open_ = np.flatnonzero(upper >= low - 1e-9)  # margin: rounding can only add work
-    if open_.size == 0:
-        return low
-    inside_a = _ranges(r1[:-1][open_], l1[open_])
-    inside_b = _ranges(r2[:-1][open_], l2[open_])
-    best = low
-    if inside_a.size:
-        best = max(best, _ks_at(a[inside_a], a, b))
-    if inside_b.size:
-        best = max(best, _ks_at(b[inside_b], a, b))
-    return best
-
-
-def _ks_at(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """``max |F_a(x) - F_b(x)|`` over the values ``x`` of ``points`` (scipy's arithmetic)."""
-    cdf1 = np.searchsorted(a, points, side="right") / a.size
-    cdf2 = np.searchsorted(b, points, side="right") / b.size
-    return float(np.max(np.abs(cdf1 - cdf2)))
-
-
-def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(start, stop)`` for every pair (empty ranges skipped)."""
-    lengths = np.maximum(stops - starts, 0)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.empty(0, dtype=np.int64)
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    result: np.ndarray = np.arange(total, dtype=np.int64) + offsets
-    return result
-
-
-def ks_p_values(d: np.ndarray, n1: np.ndarray, n2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """P-values of two-sided two-sample KS statistics as ``scipy.stats.ks_2samp`` computes them
-    with ``method="auto"``. Returns ``(statistic, p_value)``: in the exact branch scipy rounds
-    ``D`` to the lattice ``h / lcm(n1, n2)``, and so does this function."""
-    d = np.asarray(d, dtype=np.float64).copy()
-    n1 = np.asarray(n1, dtype=np.int64)
-    n2 = np.asarray(n2, dtype=np.int64)
-    p = np.full(d.shape, np.nan)
-    for j in np.flatnonzero(~np.isnan(d)):
-        d[j], p[j] = ks_two_sample_p(int(n1[j]), int(n2[j]), float(d[j]))
-    return d, np.clip(p, 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -533,97 +478,9 @@ def _verdict(
         n_current=n_current,
         alpha=alpha,
         correction=correction,
-        columns=ordered,
+        columns=sorted(ordered, key=rank_key),
         method=method,
     )
-
-
-def compare_sketches(
-    reference: TableSketch,
-    current: TableSketch,
-    *,
-    alpha: float = DEFAULT_ALPHA,
-    correction: Correction = "bonferroni",
-    psi_bins: int = 10,
-    ks_floor: float = DEFAULT_KS_FLOOR,
-    chi2_floor: float = DEFAULT_CHI2_FLOOR,
-) -> DriftReport:
-    """Drift report from two :class:`~closedloop.domain.sketches.TableSketch` (the streaming
-    path, ``method="sketch"``). Numeric columns: KS ``D`` and its p-value from the KLL sketches
-    with a per-column ``error_bound`` on ``|D - D_exact|``; categorical columns: the exact
-    chi-square test on the exact counts. Same correction and effect-size floors as
-    :func:`compare_frames`. Both sketches must have the same columns and kinds."""
-    from closedloop.domain.sketches import NumericSketch, sketch_ks, sketch_psi
-
-    alpha = _check_float(alpha, "alpha", low=0.0, high=1.0, closed=False)
-    ks_floor = _check_float(ks_floor, "ks_floor", low=0.0, high=1.0, closed=True)
-    chi2_floor = _check_float(chi2_floor, "chi2_floor", low=0.0, high=1.0, closed=True)
-    if correction not in CORRECTIONS:
-        raise InvalidInputError(
-            f"correction must be one of {list(CORRECTIONS)}. Got {correction!r} instead."
-        )
-    if reference.kinds != current.kinds:
-        raise SchemaError(
-            "The reference and current sketches have different columns or kinds: "
-            f"{reference.kinds} and {current.kinds}."
-        )
-    if reference.n_rows == 0 or current.n_rows == 0:
-        raise InvalidInputError("drift needs at least one row in each window.")
-    ordered = []
-    for name, ref in reference.columns.items():
-        cur = current.columns[name]
-        if isinstance(ref, NumericSketch) and isinstance(cur, NumericSketch):
-            a, b = ref.count, cur.count
-            if a == 0 or b == 0:
-                side = "reference" if a == 0 else "current"
-                note = f"no non-null finite values in the {side} window; not tested"
-                ordered.append(
-                    ColumnDrift(
-                        name,
-                        "numeric",
-                        "ks",
-                        None,
-                        None,
-                        None,
-                        alpha,
-                        ks_floor,
-                        None,
-                        False,
-                        a,
-                        b,
-                        note=note,
-                    )
-                )
-                continue
-            d, p, bound = sketch_ks(ref, cur)
-            ordered.append(
-                ColumnDrift(
-                    column=name,
-                    kind="numeric",
-                    test="ks",
-                    statistic=d,
-                    p_value=p,
-                    p_value_adjusted=None,
-                    threshold=alpha,
-                    effect_floor=ks_floor,
-                    psi=sketch_psi(ref, cur, psi_bins),
-                    drifted=False,
-                    n_reference=a,
-                    n_current=b,
-                    error_bound=bound,
-                )
-            )
-        else:
-            ordered.append(
-                _categorical_from_counts(
-                    pd.Series(cast(Any, ref).counts, dtype=np.float64),
-                    pd.Series(cast(Any, cur).counts, dtype=np.float64),
-                    name,
-                    alpha,
-                    chi2_floor,
-                )
-            )
-    return _verdict(ordered, reference.n_rows, current.n_rows, alpha, correction, "sketch")
 
 
 def _numeric_results(
@@ -708,7 +565,7 @@ def _numeric_column(
     outcome = _NumericOutcome(ks_sorted(a, b), a.size, b.size, psi(counts_a, counts_b))
     if not distances:
         return outcome
-    from closedloop.domain.distances import js_distance, wasserstein_sorted
+    from closedloop.domain.checks.distances import js_distance, wasserstein_sorted
 
     return replace(
         outcome,
@@ -756,7 +613,7 @@ def _categorical_from_counts(
     unseen_labels = np.asarray(table.index[unseen_mask], dtype=object)[unseen_order]
     js = None
     if distances:
-        from closedloop.domain.distances import js_distance
+        from closedloop.domain.checks.distances import js_distance
 
         js = _opt_float(js_distance(observed[0], observed[1]))
     return ColumnDrift(
@@ -776,19 +633,6 @@ def _categorical_from_counts(
         unseen_categories=[str(label) for label in unseen_labels[:MAX_UNSEEN_REPORTED]],
         js=js,
     )
-
-
-def chi2_homogeneity(observed: np.ndarray) -> tuple[float, float]:
-    """Pearson chi-square statistic and p-value of an r x k contingency table whose row and
-    column sums are all positive; equals ``scipy.stats.chi2_contingency(observed,
-    correction=False)`` (statistic 0 and p-value 1 when there is a single category)."""
-    observed = np.asarray(observed, dtype=np.float64)
-    dof = (observed.shape[0] - 1) * (observed.shape[1] - 1)
-    if dof == 0:
-        return 0.0, 1.0
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
-    statistic = float((((observed - expected) ** 2) / expected).sum())
-    return statistic, chi2_sf(statistic, dof)
 
 
 def _counts_with_nulls(series: pd.Series[Any]) -> pd.Series[Any]:
@@ -883,17 +727,13 @@ __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_CHI2_FLOOR",
     "DEFAULT_KS_FLOOR",
-    "PSI_EPS",
+    "SEVERITIES",
     "ColumnDrift",
     "Correction",
     "DriftReport",
+    "Severity",
     "adjust_p_values",
-    "chi2_homogeneity",
     "compare_frames",
-    "compare_sketches",
-    "ks_p_values",
-    "ks_sorted",
     "ks_statistics",
-    "psi",
-    "sorted_finite",
+    "rank_key",
 ]

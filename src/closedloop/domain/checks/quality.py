@@ -4,7 +4,7 @@ Drift asks whether values are distributed differently; quality asks whether the 
 delivering them broke. :func:`data_quality` compares the current window with the reference and
 returns a :class:`QualityReport`, reported beside the drift report.
 
-Column kinds follow :func:`closedloop.domain.profiles.column_kind` applied to the *reference*
+Column kinds follow :func:`closedloop.domain.checks.profiles.column_kind` applied to the *reference*
 (``categorical=`` forces columns categorical), so quality and drift always agree on kinds.
 Missing values are nulls, plus ``+-inf`` for numeric columns (closedloop treats non-finite
 numbers as nulls everywhere).
@@ -73,7 +73,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from closedloop.domain.profiles import (
+from closedloop.domain.checks.profiles import (
     ColumnKind,
     column_kind,
     forced_categorical,

@@ -1,11 +1,11 @@
 """Distribution distances: the effect sizes reported beside the drift tests' p-values.
 
 A p-value says whether a difference is detectable; these say how large it is. All functions are
-pure, vectorised over columns, and take the arrays :func:`closedloop.domain.drift.compare_frames`
-already builds.
+pure, vectorised over columns, and take the arrays
+:func:`closedloop.domain.checks.drift.compare_frames` already builds.
 
 Numeric columns take 2-D float arrays ``(rows, columns)`` (1-D for a single column) in which
-missing values are NaN (as produced by :func:`closedloop.domain.profiles.numeric_matrix`);
+missing values are NaN (as produced by :func:`closedloop.domain.checks.profiles.numeric_matrix`);
 NaNs are dropped per column, so the columns may have different numbers of values. A column
 without any value on one side gives NaN.
 
@@ -23,7 +23,7 @@ without any value on one side gives NaN.
     Jensen-Shannon distance (base 2, so in ``[0, 1]``) of the frequencies in ``bins``
     reference-quantile bins: interior edges at the reference quantiles ``1/bins, ...,
     (bins-1)/bins`` (numpy's "linear" interpolation) and right-closed bins ``(-inf, e1], ...,
-    (e_k, inf)``, the bins PSI uses (:func:`closedloop.domain.profiles.psi_edges`). Duplicate
+    (e_k, inf)``, the bins PSI uses (:func:`closedloop.domain.checks.profiles.psi_edges`). Duplicate
     edges of discrete columns are kept rather than removed: they make bins that are empty on
     both sides, which contribute exactly nothing to JS (or PSI), so every column has ``bins``
     counts and the result equals JS on the de-duplicated bins. No smoothing is needed or used:
@@ -36,8 +36,8 @@ different numbers of categories: zero padding changes none of the distances).
 
 :func:`js_distance`, :func:`psi_matrix`, :func:`total_variation`
     Jensen-Shannon distance (base 2), Population Stability Index (frequencies raised to at least
-    ``eps = 1e-4``, as :func:`closedloop.domain.drift.psi`) and total variation distance (half
-    the L1 distance of the frequencies). Also usable on numeric bin counts.
+    ``eps = 1e-4``, as :func:`closedloop.domain.checks.stats.psi`) and total variation distance
+    (half the L1 distance of the frequencies). Also usable on numeric bin counts.
 
 :func:`feature_weighted_share`
     The share of total feature-importance weight carried by drifted columns, for verdicts
@@ -52,7 +52,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from closedloop.domain.profiles import sorted_quantiles
+from closedloop.domain.checks.profiles import sorted_quantiles
 from closedloop.errors import InvalidInputError, SchemaError
 
 DEFAULT_JS_BINS = 10
@@ -277,7 +277,7 @@ def psi_matrix(
 
     ``PSI = sum((q - p) * ln(q / p))`` over the last axis, with frequencies raised to at least
     ``eps`` (bins empty on both sides contribute 0), identical to
-    :func:`closedloop.domain.drift.psi` row by row. NaN where either side sums to zero.
+    :func:`closedloop.domain.checks.drift.psi` row by row. NaN where either side sums to zero.
     """
     p, q = _frequencies(reference_counts, current_counts)
     eps = _positive(eps, "eps")
