@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from tests.e2e.test_cli import ok
+from tests.e2e.test_cli import cli, ok
 
 from closedloop.services.lease import LeaseHolder
 from closedloop.services.workspace import Workspace
@@ -14,11 +14,15 @@ from closedloop.services.workspace import Workspace
 
 def test_agent_status_names_the_holder_and_when_its_lease_ends(tmp_path: Path) -> None:
     ok(tmp_path, "init")
+    before = cli(tmp_path, "agent", "status")  # a read command creates no store
+    assert before.returncode == 2
+    assert before.stderr.startswith("error: Nothing is recorded in this project yet")
+
+    ws = Workspace.open(tmp_path)
+    assert ws.metadata is not None  # creates the store, as `train` or `agent` would
     assert ok(tmp_path, "agent", "status").stdout.splitlines()[0] == (
         "no agent has run on this store"
     )
-
-    ws = Workspace.open(tmp_path)
     holder = LeaseHolder(ws, holder="host-a:42:abc", ttl=timedelta(hours=1))
     try:
         assert holder.acquire()
