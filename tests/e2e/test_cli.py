@@ -712,6 +712,7 @@ def test_serve_help_shows_the_feedback_body_with_an_example(tmp_path: Path) -> N
 
 
 def test_serve_on_a_port_in_use_says_so_in_one_line_and_serves_nothing(tmp_path: Path) -> None:
+    ok(tmp_path, "init")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -730,6 +731,7 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_and_serves_nothing(tmp_path:
 def test_serve_on_an_address_it_cannot_listen_on_says_so(
     tmp_path: Path, host: str, needle: str
 ) -> None:
+    ok(tmp_path, "init")
     result = cli(tmp_path, "serve", "--host", host, "--insecure-remote", "--port", "0", timeout=60)
     assert_clean_error(result, host, needle)
     assert "serving" not in result.stdout

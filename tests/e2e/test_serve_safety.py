@@ -132,8 +132,11 @@ def test_training_under_a_name_the_logs_would_refuse_stops_before_anything_is_st
     refused = cli(tmp_path, "train", env=_clean_env(CLOSEDLOOP_PIPELINE_MODEL="_loans"))
     assert_clean_error(refused, "model name '_loans' is not allowed", "1 to 128 ASCII letters")
     assert "hint:" in refused.stderr
-    assert as_json(ok(tmp_path, "models", "--json")) == []
-    assert as_json(ok(tmp_path, "runs", "--json")) == []
+    assert not (tmp_path / ".closedloop" / "metadata.db").exists()  # no store, so no model or run
+    for command in ("models", "runs"):
+        nothing = cli(tmp_path, command, "--json")
+        assert nothing.returncode == 2
+        assert as_json(nothing)["error"]["message"].startswith("Nothing is recorded")
 
 
 def test_a_model_registered_under_a_bad_name_before_the_rule_serves_but_is_not_logged(
