@@ -19,6 +19,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from closedloop.errors import ConfigError
 
 PROJECT_FILE = "closedloop.toml"
+STORE_FOLDER = ".closedloop"
+"""The folder of a project's default store; a folder holding one counts as a project."""
 ENV_PREFIX = "CLOSEDLOOP_"
 
 

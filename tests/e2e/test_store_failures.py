@@ -251,7 +251,8 @@ def test_a_sqlite_store_in_a_folder_that_cannot_exist_is_one_line_and_exit_2(
     ok(tmp_path, "init")
     (tmp_path / "file").write_text("not a folder")
     url = f"sqlite:///{tmp_path / 'file' / 'metadata.db'}"
-    result = cli(tmp_path, "monitor", MODEL, env=_clean_env(CLOSEDLOOP_STORE_METADATA_URL=url))
+    # `train` creates the store (a read command would only say there is none yet)
+    result = cli(tmp_path, "train", env=_clean_env(CLOSEDLOOP_STORE_METADATA_URL=url))
     assert_clean_error(result, "metadata store", str(tmp_path / "file"))
 
 

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from closedloop.errors import ConfigError, NotFoundError
-from closedloop.settings import PROJECT_FILE, Settings, StoreSettings, load_settings
+from closedloop.settings import (
+    PROJECT_FILE,
+    STORE_FOLDER,
+    Settings,
+    StoreSettings,
+    load_settings,
+)
 
 if TYPE_CHECKING:
     from closedloop.storage.artifacts import ArtifactStore
@@ -46,10 +52,13 @@ class Workspace:
         return cls(load_settings(Path(project_dir) if project_dir else None))
 
     def require_project(self) -> None:
-        """ConfigError unless a project file was found or the store is named elsewhere (the
-        environment): commands that open the store never invent a project in a random folder."""
+        """ConfigError unless a project file was found, a store folder (``.closedloop/``) is here,
+        or the store is named elsewhere (the environment): commands that open the store never
+        invent a project in a random folder."""
         settings = self.settings
         if (settings.project_dir / PROJECT_FILE).is_file():
+            return
+        if (settings.project_dir / STORE_FOLDER).is_dir():  # a store left here (the demo's)
             return
         if settings.store.metadata_url != StoreSettings().metadata_url:
             return
