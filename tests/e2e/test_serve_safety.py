@@ -7,6 +7,7 @@ the prediction log, so "the refused one is not there" is checked once the log ha
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sqlite3
 import time
@@ -221,6 +222,23 @@ def limited(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]
         ws.close()
 
 
+def read_response(conn: socket.socket) -> tuple[str, str]:
+    """The head and the whole body of one HTTP response (which may come in several segments)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, f"the connection closed before a whole head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    assert length is not None, head
+    while len(body) < int(length.group(1)):
+        chunk = conn.recv(65536)
+        assert chunk, f"the connection closed inside the body: {body!r}"
+        body += chunk
+    return head.decode(), body.decode()
+
+
 def test_a_body_declared_too_large_is_refused_before_it_is_sent(limited: Served) -> None:
     host, port = limited.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as conn:
@@ -228,8 +246,7 @@ def test_a_body_declared_too_large_is_refused_before_it_is_sent(limited: Served)
             b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"X-Request-ID: declared-huge\r\nContent-Length: 1000000000\r\n\r\n"
         )
-        answer = conn.recv(65536).decode()  # no byte of the body was sent
-    head, _, body = answer.partition("\r\n\r\n")
+        head, body = read_response(conn)  # no byte of the body was sent
     assert head.startswith("HTTP/1.1 413"), head
     assert json.loads(body)["message"] == (
         "the request body of 1000000000 bytes is larger than this server takes (4096 bytes)"
