@@ -244,29 +244,27 @@ def rollback_cmd(model: str | None, reason: str, as_json: bool) -> None:
     A canary or shadow running at that moment ends with it, and the rollback_done alert is
     raised at once.
     """
-    from closedloop.services import registry, rollout
+    from closedloop.services import registry
 
     model = resolve_model(model)
-    ws = workspace()
-    running = rollout.state(ws, model)
-    before, after = registry.rollback(ws, model, reason=reason)
-    ended = running.mode != "idle" and rollout.state(ws, model).mode == "idle"
+    done = registry.roll_back(workspace(), model, reason=reason)
+    ended = done.ended
     if as_json:
         dump_json(
             {
                 "model": model,
-                "from_version": before,
-                "to_version": after,
-                "rollout_ended": running.mode if ended else None,
+                "from_version": done.from_version,
+                "to_version": done.to_version,
+                "rollout_ended": ended.mode if ended else None,
             }
         )
         return
     say(
-        f"{model}: production rolled back from v{before} to v{after} "
+        f"{model}: production rolled back from v{done.from_version} to v{done.to_version} "
         "(servers pick it up without restart)"
     )
     if ended:
-        say(f"{model}: the {running.mode} of v{running.candidate} ended with the rollback")
+        say(f"{model}: the {ended.mode} of v{ended.candidate} ended with the rollback")
 
 
 @click.command("runs")

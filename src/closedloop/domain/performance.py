@@ -507,11 +507,7 @@ def realised_performance(labels: Any, scores: Any, predictions: Any) -> dict[str
     """
     truth = _one_dimensional(labels, "labels")
     predicted = _one_dimensional(predictions, "predictions")
-    if truth.shape[0] != predicted.shape[0]:
-        raise InvalidInputError(
-            "labels and predictions must have the same length. "
-            f"Got {truth.shape[0]} and {predicted.shape[0]} instead."
-        )
+    _same_length(truth, predicted)
     result: dict[str, float | None] = {
         name: score(name, truth, y_pred=predicted)
         for name in ("accuracy", "precision", "recall", "f1")
@@ -529,6 +525,14 @@ def realised_performance(labels: Any, scores: Any, predictions: Any) -> dict[str
     return result
 
 
+def _same_length(truth: np.ndarray, predicted: np.ndarray) -> None:
+    if truth.shape[0] != predicted.shape[0]:
+        raise InvalidInputError(
+            "labels and predictions must have the same length. "
+            f"Got {truth.shape[0]} and {predicted.shape[0]} instead."
+        )
+
+
 REGRESSION_REALISED: tuple[str, ...] = ("mae", "rmse", "r2")
 """What :func:`realised_regression` reports."""
 MULTICLASS_REALISED: tuple[str, ...] = ("accuracy", "macro_f1")
@@ -541,11 +545,7 @@ def realised_regression(labels: Any, predictions: Any) -> dict[str, float | None
     constant labels (undefined)."""
     truth = _one_dimensional(labels, "labels").astype(np.float64)
     predicted = _one_dimensional(predictions, "predictions").astype(np.float64)
-    if truth.shape[0] != predicted.shape[0]:
-        raise InvalidInputError(
-            "labels and predictions must have the same length. "
-            f"Got {truth.shape[0]} and {predicted.shape[0]} instead."
-        )
+    _same_length(truth, predicted)
     result: dict[str, float | None] = {
         name: score(name, truth, y_pred=predicted) for name in ("mae", "rmse")
     }
@@ -566,11 +566,7 @@ def realised_multiclass(
 
     truth = _one_dimensional(labels, "labels")
     predicted = _one_dimensional(predictions, "predictions")
-    if truth.shape[0] != predicted.shape[0]:
-        raise InvalidInputError(
-            "labels and predictions must have the same length. "
-            f"Got {truth.shape[0]} and {predicted.shape[0]} instead."
-        )
+    _same_length(truth, predicted)
     macro = {"f1": f1_score, "precision": precision_score, "recall": recall_score}
     result: dict[str, float | None] = {
         "accuracy": score("accuracy", truth, y_pred=predicted),

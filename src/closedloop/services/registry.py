@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from closedloop.domain.model import LoadedVersion
+    from closedloop.domain.rollout import RolloutState
     from closedloop.domain.signature import Signature
     from closedloop.services.alerts import AlertSender
 
@@ -617,6 +618,15 @@ def last_known_good(ws: Workspace, model: str) -> int | None:
     return _last_known_good(moves, current)
 
 
+@dataclass(frozen=True)
+class Rollback:
+    """What :func:`roll_back` did: production's move, and the rollout it ended (if any)."""
+
+    from_version: int
+    to_version: int
+    ended: RolloutState | None = None
+
+
 def rollback(
     ws: Workspace,
     model: str,
@@ -626,11 +636,25 @@ def rollback(
     alerts: AlertSender | None = None,
 ) -> tuple[int, int]:
     """Move production to the last known-good version; returns (from_version, to_version).
+    See :func:`roll_back`."""
+    done = roll_back(ws, model, actor=actor, reason=reason, alerts=alerts)
+    return done.from_version, done.to_version
+
+
+def roll_back(
+    ws: Workspace,
+    model: str,
+    *,
+    actor: str | None = None,
+    reason: str = "",
+    alerts: AlertSender | None = None,
+) -> Rollback:
+    """Move production to the last known-good version.
 
     A canary or shadow running at that moment ends in the same transaction (its alias removed,
-    ``rollout.rolled_back`` recorded). Once committed, the ``rollback_done`` alert is raised
-    through ``alerts`` (a sender of its own when None); an alert that cannot be raised is logged
-    and never undoes the rollback.
+    ``rollout.rolled_back`` recorded; :attr:`Rollback.ended`). Once committed, the
+    ``rollback_done`` alert is raised through ``alerts`` (a sender of its own when None); an
+    alert that cannot be raised is logged and never undoes the rollback.
     """
     from closedloop.services import rollout  # rollout imports this module
 
@@ -660,7 +684,7 @@ def rollback(
             reason=reason,
             now=now,
         )
-        rollout.end_for_rollback(
+        ended = rollout.end_for_rollback(
             conn,
             model_id,
             model,
@@ -682,7 +706,7 @@ def rollback(
         reason=reason,
     )
     _raise_rollback_alert(ws, move, alerts)
-    return current, target
+    return Rollback(current, target, ended)
 
 
 def _raise_rollback_alert(ws: Workspace, move: events.Event, alerts: AlertSender | None) -> None:

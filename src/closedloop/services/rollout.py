@@ -271,16 +271,16 @@ def end_for_rollback(
     reason: str,
     now: datetime,
     rollback_event: int,
-) -> dict[str, Any] | None:
+) -> RolloutState | None:
     """Inside a rollback's write transaction (production already moved from ``from_version`` to
     ``to_version``): end a running canary or shadow, removing its alias and recording
-    ``rollout.rolled_back``. Returns the transition, or None when no rollout was running."""
+    ``rollout.rolled_back``. Returns the rollout that ended, or None when none was running."""
     state = _load(conn, model_id, model)
     if state.mode == "idle":
         return None
     before = replace(state, production=from_version)
     after, transition = machine.rollback(before, to_version, now, reason)
-    return _commit(
+    _commit(
         conn,
         model_id,
         after,
@@ -290,6 +290,7 @@ def end_for_rollback(
         now=now,
         payload={"rollback_event": rollback_event},
     )
+    return state
 
 
 # --------------------------------------------------------------------------------------------
